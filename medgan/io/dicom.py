@@ -1,0 +1,365 @@
+"""DICOM series -> MetaTensor: sort, check spacing, decode once, rescale to physical units.
+
+`scan_dicom(path)` reads headers only and returns the series found (split where they cannot
+form one regular volume); `DicomSeries.load()` decodes pixels and builds the volume:
+
+* slices are sorted by their position along the slice normal (never by InstanceNumber or
+  file name); the affine's third column is the measured step between positions, so gantry
+  tilt shows up as a sheared affine rather than being lost;
+* a missing slice or irregular spacing is an error, or with `allow_gaps=True` a warning and a
+  linear interpolation onto a regular grid (interpolated slice indices go into the metadata);
+* RescaleSlope/Intercept (plain or per-frame) are applied, so CT comes out in HU. Integer
+  results stay integer (int16 when they fit), anything else is float32;
+* frames sharing a position (dynamic or multi-phase acquisitions) become channels.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import Counter
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+from pydicom.dataset import Dataset
+
+from medgan.errors import InputError
+from medgan.io.dicom_pixels import read_pixels
+from medgan.io.dicom_scan import (
+    Frame,
+    Problem,
+    frames_from_header,
+    group_frames,
+    list_dicom_files,
+    read_header,
+)
+from medgan.io.geometry import affine_from_dicom, slice_normal
+
+__all__ = ["DicomScan", "DicomSeries", "scan_dicom"]
+
+log = logging.getLogger(__name__)
+
+_SERIES_ATTRIBUTES = (
+    "Modality", "SeriesDescription", "SeriesNumber", "StudyInstanceUID", "StudyDescription",
+    "FrameOfReferenceUID", "Manufacturer", "ManufacturerModelName", "BodyPartExamined",
+    "PatientPosition", "SOPClassUID", "ImageType", "WindowCenter", "WindowWidth", "RescaleType",
+    "MagneticFieldStrength", "KVP", "ConvolutionKernel", "ContrastBolusAgent",
+)  # fmt: skip
+_PATIENT_ATTRIBUTES = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "PatientAge", "StudyDate")
+_POSITION_TOLERANCE_MM = 0.01  # positions are often printed with two decimals
+_SPACING_TOLERANCE = 0.02  # a slice step may differ from the nominal one by 2%
+
+
+@dataclass
+class DicomSeries:
+    """Frames that form one volume, plus the header attributes worth keeping."""
+
+    key: str  # SeriesInstanceUID, or "UID:n" when one series had to be split
+    uid: str
+    frames: list[Frame]
+    attributes: dict  # series-level attributes of the first file (no patient identity)
+    patient: dict  # patient identity, kept apart; written out only when asked
+
+    @property
+    def files(self) -> list[str]:
+        return list(dict.fromkeys(f.file.path for f in self.frames))
+
+    @property
+    def modality(self) -> str:
+        return str(self.attributes.get("Modality", "") or "")
+
+    @property
+    def folder(self) -> str:
+        return os.path.commonpath([os.path.dirname(p) or "." for p in self.files])
+
+    def geometry(self, allow_gaps: bool = False) -> VolumeLayout:
+        """Sort the frames and work out the grid, from headers alone."""
+        return _layout(self, allow_gaps)
+
+    def load(self, allow_gaps: bool = False, workers: int | None = None):
+        """Decode and assemble the volume: a MetaTensor `[C, i, j, k]` (or `[C, i, j]`) in RAS."""
+        from medgan.io.image import make_image
+
+        layout = self.geometry(allow_gaps)
+        planes = _decode(self.frames, workers)
+        array, slopes, intercepts = _assemble(layout, planes)
+        meta = {
+            "format": "dicom",
+            "filename_or_obj": self.files[0] if len(self.files) == 1 else self.folder,
+            "files": self.files,
+            "series_uid": self.uid,
+            "series_key": self.key,
+            "sop_instance_uids": list(dict.fromkeys(f.file.sop_instance_uid for f in self.frames)),
+            "modality": self.modality,
+            "rescale_slope": slopes,
+            "rescale_intercept": intercepts,
+            "units": "HU" if self.modality == "CT" and not layout.geometry_unknown else "",
+            "dicom": dict(self.attributes),
+            "patient": dict(self.patient),
+            "warnings": list(layout.warnings),
+        }
+        if layout.interpolated:
+            meta["interpolated_slices"] = list(layout.interpolated)
+        meta["source_slices"] = [_references(layout, a, b) for a, b, _ in layout.sources]
+        return make_image(array, layout.affine, meta)
+
+
+@dataclass
+class DicomScan:
+    series: list[DicomSeries]
+    problems: list[Problem] = field(default_factory=list)  # unreadable or invalid files
+    skipped: list[Problem] = field(default_factory=list)  # valid DICOM that holds no image
+
+
+@dataclass
+class VolumeLayout:
+    """Where every output slice comes from: `sources[k]` is (a, b, w): (1-w)*cluster a + w*cluster b."""
+
+    affine: np.ndarray
+    shape: tuple[int, ...]  # spatial shape, (i, j, k) or (i, j)
+    clusters: list[list[Frame]]  # frames at one position, channel order
+    sources: list[tuple[int, int, float]]
+    warnings: list[str]
+    interpolated: list[int]
+    geometry_unknown: bool
+
+
+def scan_dicom(path: str | os.PathLike, skip_invalid: bool = False, files: Sequence[str] | None = None) -> DicomScan:
+    """Read the headers under `path` (a file, folder or DICOMDIR) and group them into series.
+
+    With `skip_invalid=False` the first unreadable or non-DICOM file raises `InputError`;
+    otherwise it is listed in `problems` and the scan goes on.
+    """
+    frames: list[Frame] = []
+    patient: dict[str, dict] = {}
+    attributes: dict[str, dict] = {}
+    problems: list[Problem] = []
+    skipped: list[Problem] = []
+    for file in list_dicom_files(path) if files is None else files:
+        try:
+            ds, offset = read_header(file)
+            if "Rows" not in ds and "PixelData" not in ds:
+                skipped.append(Problem(file, f"not an image ({_sop_name(ds)})"))
+                continue
+            file_frames = frames_from_header(file, ds, offset)
+        except InputError as err:
+            if not skip_invalid:
+                raise
+            problems.append(Problem(file, err.reason))
+            continue
+        uid = file_frames[0].group[0]
+        if uid not in attributes:
+            attributes[uid] = _pick(ds, _SERIES_ATTRIBUTES)
+            patient[uid] = _pick(ds, _PATIENT_ATTRIBUTES)
+        frames.extend(file_frames)
+    series = []
+    groups = group_frames(frames)
+    per_uid = Counter(key[0] for key in groups)
+    seen: Counter = Counter()
+    for key, members in sorted(groups.items(), key=lambda kv: (kv[0][0], _first_instance(kv[1]))):
+        uid = key[0]
+        seen[uid] += 1
+        name = uid if per_uid[uid] == 1 else f"{uid}:{seen[uid]}"
+        series.append(DicomSeries(name, uid, members, attributes[uid], patient[uid]))
+    return DicomScan(series, problems, skipped)
+
+
+def _layout(series: DicomSeries, allow_gaps: bool) -> VolumeLayout:
+    frames = series.frames
+    first = frames[0]
+    rows, cols = first.file.rows, first.file.columns
+    spacing = first.pixel_spacing or (1.0, 1.0)
+    warnings: list[str] = []
+    if first.pixel_spacing is None:
+        warnings.append("no PixelSpacing: assuming 1 mm pixels")
+    if first.position is None or first.row_cosine is None:
+        return _layout_without_geometry(series, spacing, warnings)
+
+    normal = slice_normal(first.row_cosine, first.col_cosine)
+    clusters = _clusters_along(frames, normal, series)
+    distances = np.array([c[0].position @ normal for c in clusters])
+    positions = np.array([c[0].position for c in clusters])
+    n = len(clusters)
+    if n == 1:
+        step = normal * (first.spacing_between_slices or first.slice_thickness or 1.0)
+        affine = affine_from_dicom(first.row_cosine, first.col_cosine, spacing, first.position, step)
+        return VolumeLayout(affine, (cols, rows, 1), clusters, [(0, 0, 0.0)], warnings, [], False)
+
+    steps = np.diff(distances)
+    nominal = float(np.median(steps))
+    tolerance = max(_POSITION_TOLERANCE_MM, _SPACING_TOLERANCE * nominal)
+    irregular = np.flatnonzero(np.abs(steps - nominal) > tolerance)
+    if irregular.size == 0:
+        step = (positions[-1] - positions[0]) / (n - 1)
+        off_line = np.linalg.norm(positions - (positions[0] + np.outer(np.arange(n), step)), axis=1).max()
+        if off_line > tolerance:
+            raise InputError(
+                f"series {series.key}: slice positions do not lie on a straight line "
+                f"(off by up to {off_line:.3f} mm); cannot build one volume",
+                path=series.folder,
+            )
+        affine = affine_from_dicom(first.row_cosine, first.col_cosine, spacing, positions[0], step)
+        sources = [(k, k, 0.0) for k in range(n)]
+        return VolumeLayout(affine, (cols, rows, n), clusters, sources, warnings, [], False)
+
+    worst = int(irregular[np.argmax(np.abs(steps[irregular] - nominal))])
+    what = (
+        f"series {series.key}: slices are not evenly spaced: {steps[worst]:.3f} mm between the slices at "
+        f"{distances[worst]:.2f} and {distances[worst + 1]:.2f} mm along the normal, where {nominal:.3f} mm "
+        f"is usual ({irregular.size} irregular step{'s' if irregular.size > 1 else ''})"
+    )
+    if not allow_gaps:
+        raise InputError(what + "; a slice may be missing. Pass --allow-gaps to interpolate", path=series.folder)
+    log.warning("%s; interpolating onto a regular %.3f mm grid", what, nominal)
+    warnings.append(what + "; interpolated onto a regular grid")
+    n_out = round((distances[-1] - distances[0]) / nominal) + 1
+    targets = np.linspace(distances[0], distances[-1], n_out)
+    sources, interpolated = [], []
+    for k, t in enumerate(targets):
+        b = int(np.clip(np.searchsorted(distances, t), 1, n - 1))
+        a = b - 1
+        w = float((t - distances[a]) / (distances[b] - distances[a]))
+        if w <= tolerance / nominal:
+            sources.append((a, a, 0.0))
+        elif w >= 1 - tolerance / nominal:
+            sources.append((b, b, 0.0))
+        else:
+            sources.append((a, b, w))
+            interpolated.append(k)
+    step = (positions[-1] - positions[0]) / (n_out - 1)
+    affine = affine_from_dicom(first.row_cosine, first.col_cosine, spacing, positions[0], step)
+    return VolumeLayout(affine, (cols, rows, n_out), clusters, sources, warnings, interpolated, False)
+
+
+def _layout_without_geometry(series: DicomSeries, spacing, warnings) -> VolumeLayout:
+    frames = sorted(series.frames, key=lambda f: (f.file.path, f.index))
+    first = frames[0]
+    rows, cols = first.file.rows, first.file.columns
+    warnings.append("no patient position/orientation: the affine is nominal (LPS axes, unit slice step)")
+    step = np.array([0.0, 0.0, first.spacing_between_slices or first.slice_thickness or 1.0])
+    affine = affine_from_dicom(np.eye(3)[0], np.eye(3)[1], spacing, np.zeros(3), step)
+    clusters = [[f] for f in frames]
+    sources = [(k, k, 0.0) for k in range(len(frames))]
+    shape = (cols, rows) if len(frames) == 1 else (cols, rows, len(frames))
+    return VolumeLayout(affine, shape, clusters, sources, warnings, [], True)
+
+
+def _clusters_along(frames: list[Frame], normal: np.ndarray, series: DicomSeries) -> list[list[Frame]]:
+    """Group frames by position along the normal; frames sharing a position become channels."""
+    order = sorted(frames, key=lambda f: float(f.position @ normal))
+    clusters: list[list[Frame]] = [[order[0]]]
+    for frame in order[1:]:
+        if abs(float((frame.position - clusters[-1][0].position) @ normal)) <= _POSITION_TOLERANCE_MM:
+            clusters[-1].append(frame)
+        else:
+            clusters.append([frame])
+    sizes = Counter(len(c) for c in clusters)
+    if len(sizes) > 1:
+        raise InputError(
+            f"series {series.key}: positions hold different numbers of slices "
+            f"({', '.join(f'{n} position(s) with {k}' for k, n in sorted(sizes.items()))}); "
+            "duplicate or missing slices",
+            path=series.folder,
+        )
+    for cluster in clusters:
+        cluster.sort(key=lambda f: (f.temporal_index, f.instance_number or 0, f.file.path, f.index))
+    return clusters
+
+
+def _decode(frames: list[Frame], workers: int | None) -> dict[tuple[str, int], np.ndarray]:
+    """Read each file's pixels exactly once; threads overlap file I/O and decompression."""
+    files = list({f.file.path: f.file for f in frames}.values())
+    workers = workers if workers is not None else min(8, os.cpu_count() or 1)
+    if workers > 1 and len(files) >= 32:
+        with ThreadPoolExecutor(workers) as pool:
+            decoded = list(pool.map(read_pixels, files))
+    else:
+        decoded = [read_pixels(f) for f in files]
+    pixels = {}
+    for info, array in zip(files, decoded, strict=True):
+        for index in range(array.shape[0]):
+            pixels[info.path, index] = array[index]
+    return pixels
+
+
+def _assemble(layout: VolumeLayout, planes: dict) -> tuple[np.ndarray, object, object]:
+    """Stack planes into `[C, i, j, k]` in physical units (rescale applied per frame)."""
+    frames = [f for cluster in layout.clusters for f in cluster]
+    slopes = {f.slope for f in frames}
+    intercepts = {f.intercept for f in frames}
+    sample = planes[frames[0].file.path, frames[0].index]
+    integer = (
+        np.issubdtype(sample.dtype, np.integer)
+        and slopes == {1.0}
+        and all(float(i).is_integer() for i in intercepts)
+        and not layout.interpolated
+    )
+    work_dtype = (np.int32 if sample.dtype.itemsize <= 2 else np.int64) if integer else np.float32
+    n_channels = len(layout.clusters[0]) * (sample.shape[-1] if sample.ndim == 3 else 1)
+    rows, cols = sample.shape[:2]
+    out = np.empty((n_channels, cols, rows, len(layout.sources)), dtype=work_dtype)
+
+    def channels(cluster: list[Frame]) -> np.ndarray:
+        stack = []
+        for f in cluster:
+            plane = planes[f.file.path, f.index].astype(work_dtype)
+            if f.slope != 1.0:
+                plane = plane * f.slope
+            if f.intercept != 0.0:
+                plane = plane + (int(f.intercept) if integer else f.intercept)
+            stack.append(np.moveaxis(plane, -1, 0) if plane.ndim == 3 else plane[np.newaxis])
+        return np.concatenate(stack).transpose(0, 2, 1)  # (C, rows, cols) -> (C, i=col, j=row)
+
+    for k, (a, b, w) in enumerate(layout.sources):
+        if a == b:
+            out[..., k] = channels(layout.clusters[a])
+        else:
+            out[..., k] = (1 - w) * channels(layout.clusters[a]) + w * channels(layout.clusters[b])
+    if integer:
+        low, high = (int(out.min()), int(out.max())) if out.size else (0, 0)
+        for dtype in (np.uint8, np.int16, np.int32):  # uint8 only for 8-bit sources (colour, SC)
+            if dtype == np.uint8 and sample.dtype != np.uint8:
+                continue
+            if np.iinfo(dtype).min <= low and high <= np.iinfo(dtype).max:
+                out = out.astype(dtype)
+                break
+    if len(layout.shape) == 2:
+        out = out[..., 0]
+    slope = slopes.pop() if len(slopes) == 1 else sorted(slopes)
+    intercept = intercepts.pop() if len(intercepts) == 1 else sorted(intercepts)
+    return out, slope, intercept
+
+
+def _references(layout: VolumeLayout, a: int, b: int) -> list[tuple[str, str, int | None]]:
+    """(SOP class, SOP instance, frame number or None) of the frames an output slice came from."""
+    frames = layout.clusters[a] + (layout.clusters[b] if b != a else [])
+    return [
+        (f.file.sop_class_uid, f.file.sop_instance_uid, f.index + 1 if f.file.number_of_frames > 1 else None)
+        for f in frames
+    ]
+
+
+def _first_instance(frames: list[Frame]) -> tuple:
+    return min((f.instance_number or 0, f.file.path) for f in frames)
+
+
+def _pick(ds: Dataset, keywords: Sequence[str]) -> dict:
+    picked = {}
+    for keyword in keywords:
+        value = ds.get(keyword)
+        if value in (None, ""):
+            continue
+        if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
+            picked[keyword] = [str(v) for v in value]
+        elif isinstance(value, int | float):
+            picked[keyword] = value
+        else:
+            picked[keyword] = str(value)
+    return picked
+
+
+def _sop_name(ds: Dataset) -> str:
+    uid = ds.get("SOPClassUID")
+    return getattr(uid, "name", None) or str(uid or "unknown SOP class")

@@ -1,0 +1,320 @@
+"""Find DICOM images and group their frames into series, reading headers only.
+
+A *frame* is one 2D image plane: a single-frame file, or one frame of a multi-frame file.
+Frames are grouped by SeriesInstanceUID and split further when orientation, matrix size,
+pixel spacing, echo or (for multi-frame files) the instance differ, because each resulting
+group must form one regular volume. Pixel data is not touched here.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+
+from medgan.errors import InputError, describe
+
+__all__ = ["DicomFile", "Frame", "Problem", "group_frames", "list_dicom_files", "read_header"]
+
+_MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
+_IGNORED_NAMES = {"DICOMDIR", "Thumbs.db", "desktop.ini"}
+_ORIENTATION_DECIMALS = 4  # cosines equal to 1e-4 belong to the same stack
+_SPACING_DECIMALS = 4
+
+
+@dataclass
+class Problem:
+    """A file that was skipped or failed, with the reason (for batch reports)."""
+
+    path: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.reason}"
+
+
+@dataclass
+class DicomFile:
+    """Header facts of one DICOM file that the pixel reader needs (shared by its frames)."""
+
+    path: str
+    transfer_syntax: str
+    sop_class_uid: str
+    sop_instance_uid: str
+    rows: int
+    columns: int
+    samples_per_pixel: int
+    bits_allocated: int
+    bits_stored: int
+    pixel_representation: int
+    photometric: str
+    number_of_frames: int
+    pixel_offset: int | None  # file offset of the PixelData element (its tag), if found
+
+
+@dataclass
+class Frame:
+    """One image plane and its geometry in LPS millimetres."""
+
+    file: DicomFile
+    index: int  # frame index inside a multi-frame file; 0 for single-frame files
+    position: np.ndarray | None  # ImagePositionPatient
+    row_cosine: np.ndarray | None  # ImageOrientationPatient[:3]
+    col_cosine: np.ndarray | None  # ImageOrientationPatient[3:]
+    pixel_spacing: tuple[float, float] | None  # (between rows, between columns)
+    slice_thickness: float | None
+    spacing_between_slices: float | None
+    slope: float
+    intercept: float
+    instance_number: int | None
+    temporal_index: tuple[float, ...]  # sort key among frames sharing a position
+    group: tuple = field(default=())  # what must agree for frames to share a volume
+
+
+def list_dicom_files(path: str | os.PathLike) -> list[str]:
+    """Every candidate file under `path`: a file, a folder (recursive), or a DICOMDIR's references."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise InputError("no such file or folder", path=path)
+    if os.path.isdir(path):
+        files = []
+        for root, dirs, names in os.walk(path):
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            files.extend(
+                os.path.join(root, n) for n in sorted(names) if not n.startswith(".") and n not in _IGNORED_NAMES
+            )
+        return files
+    if _is_dicomdir(path):
+        return _dicomdir_references(path)
+    return [path]
+
+
+def read_header(path: str) -> tuple[Dataset, int | None]:
+    """Parse a file's header up to the pixel data. Returns the dataset and PixelData's file offset."""
+    try:
+        with open(path, "rb") as fp:
+            ds = pydicom.dcmread(fp, stop_before_pixels=True, force=not _has_preamble(fp))
+            offset = fp.tell()
+            if fp.read(4) not in (b"\xe0\x7f\x10\x00", b"\x7f\xe0\x00\x10"):
+                offset = None
+    except PermissionError:
+        raise InputError("permission denied", path=path) from None
+    except IsADirectoryError:
+        raise InputError("is a folder, not a file", path=path) from None
+    except OSError as err:
+        raise InputError(f"cannot read ({err.strerror or err})", path=path) from None
+    except InvalidDicomError:
+        raise InputError("not a DICOM file", path=path) from None
+    except Exception as err:  # pydicom raises many types on broken headers
+        raise InputError(f"truncated or corrupt DICOM header ({describe(err)})", path=path) from None
+    if "SOPClassUID" not in ds and "Rows" not in ds:
+        raise InputError("not a DICOM file (no SOP Class UID and no image attributes)", path=path)
+    return ds, offset
+
+
+def frames_from_header(path: str, ds: Dataset, pixel_offset: int | None) -> list[Frame]:
+    """The frames of one file, with geometry from the plain or the functional-group attributes."""
+    if "Rows" not in ds or "Columns" not in ds:
+        raise InputError("holds no image (no Rows/Columns)", path=path)
+    if "PixelData" not in ds and pixel_offset is None and "FloatPixelData" not in ds:
+        raise InputError("holds no pixel data", path=path)
+    n_frames = int(_number(ds, "NumberOfFrames", 1) or 1)
+    info = DicomFile(
+        path=path,
+        transfer_syntax=str(ds.file_meta.get("TransferSyntaxUID", "1.2.840.10008.1.2"))
+        if hasattr(ds, "file_meta")
+        else "1.2.840.10008.1.2",
+        sop_class_uid=str(ds.get("SOPClassUID", "")),
+        sop_instance_uid=str(ds.get("SOPInstanceUID", "")),
+        rows=int(ds.Rows),
+        columns=int(ds.Columns),
+        samples_per_pixel=int(ds.get("SamplesPerPixel", 1)),
+        bits_allocated=int(ds.get("BitsAllocated", 16)),
+        bits_stored=int(ds.get("BitsStored", ds.get("BitsAllocated", 16))),
+        pixel_representation=int(ds.get("PixelRepresentation", 0)),
+        photometric=str(ds.get("PhotometricInterpretation", "MONOCHROME2")),
+        number_of_frames=n_frames,
+        pixel_offset=pixel_offset,
+    )
+    series_uid = str(ds.get("SeriesInstanceUID", "")) or f"no-series-uid:{path}"
+    shared = _first_item(ds, "SharedFunctionalGroupsSequence")
+    per_frame = ds.get("PerFrameFunctionalGroupsSequence")
+    frames = []
+    for index in range(n_frames):
+        groups = [g for g in (per_frame[index] if per_frame and index < len(per_frame) else None, shared) if g]
+        frame = _frame_geometry(ds, groups, n_frames)
+        frame.file = info
+        frame.index = index
+        key_orientation = (
+            None
+            if frame.row_cosine is None
+            else tuple(np.round(np.r_[frame.row_cosine, frame.col_cosine], _ORIENTATION_DECIMALS) + 0.0)
+        )
+        key_spacing = None if frame.pixel_spacing is None else tuple(np.round(frame.pixel_spacing, _SPACING_DECIMALS))
+        frame.group = (
+            series_uid,
+            key_orientation,
+            info.rows,
+            info.columns,
+            info.samples_per_pixel,
+            key_spacing,
+            str(ds.get("EchoNumbers", "")),
+            # Frames of one multi-frame file form their own volume; so does a geometry-less file.
+            info.sop_instance_uid if (n_frames > 1 or frame.position is None) else "",
+            _stack_id(groups),
+        )
+        frames.append(frame)
+    if n_frames > 1 and per_frame is None:
+        _place_legacy_frames(frames)
+    return frames
+
+
+def _place_legacy_frames(frames: list[Frame]) -> None:
+    """Legacy multi-frame files give one position: later frames step along the normal."""
+    first = frames[0]
+    if first.position is None or first.row_cosine is None:
+        for frame in frames:
+            frame.position = None
+        return
+    normal = np.cross(first.row_cosine, first.col_cosine)
+    step = first.spacing_between_slices or first.slice_thickness or 1.0
+    for frame in frames:
+        frame.position = first.position + frame.index * step * normal
+
+
+def group_frames(frames: Iterable[Frame]) -> dict[tuple, list[Frame]]:
+    groups: dict[tuple, list[Frame]] = defaultdict(list)
+    for frame in frames:
+        groups[frame.group].append(frame)
+    return groups
+
+
+def _frame_geometry(ds: Dataset, groups: Sequence[Dataset], n_frames: int) -> Frame:
+    def from_groups(sequence: str, keyword: str):
+        for g in groups:
+            item = _first_item(g, sequence)
+            if item is not None and keyword in item and item[keyword].value not in (None, ""):
+                return item[keyword].value
+        return None
+
+    position = from_groups("PlanePositionSequence", "ImagePositionPatient")
+    orientation = from_groups("PlaneOrientationSequence", "ImageOrientationPatient")
+    spacing = from_groups("PixelMeasuresSequence", "PixelSpacing")
+    thickness = from_groups("PixelMeasuresSequence", "SliceThickness")
+    between = from_groups("PixelMeasuresSequence", "SpacingBetweenSlices")
+    slope = from_groups("PixelValueTransformationSequence", "RescaleSlope")
+    intercept = from_groups("PixelValueTransformationSequence", "RescaleIntercept")
+    if position is None and (n_frames == 1 or not groups):
+        position = ds.get("ImagePositionPatient")
+    orientation = orientation if orientation is not None else ds.get("ImageOrientationPatient")
+    spacing = spacing if spacing is not None else (ds.get("PixelSpacing") or ds.get("ImagerPixelSpacing"))
+    thickness = thickness if thickness is not None else ds.get("SliceThickness")
+    between = between if between is not None else ds.get("SpacingBetweenSlices")
+    slope = slope if slope is not None else ds.get("RescaleSlope")
+    intercept = intercept if intercept is not None else ds.get("RescaleIntercept")
+    row_cosine = col_cosine = None
+    if orientation is not None and len(orientation) == 6:
+        iop = np.asarray([float(v) for v in orientation])
+        row_cosine, col_cosine = _orthonormal(iop[:3], iop[3:])
+    content = _first_item(groups[0], "FrameContentSequence") if groups else None
+    temporal = []
+    if content is not None:
+        temporal += [
+            float(v) for v in (content.get("TemporalPositionIndex"), content.get("FrameAcquisitionNumber")) if v
+        ]
+    for keyword in ("TemporalPositionIdentifier", "TriggerTime", "AcquisitionNumber"):
+        value = _number(ds, keyword, None)
+        if value is not None:
+            temporal.append(float(value))
+    instance = _number(ds, "InstanceNumber", None)
+    return Frame(
+        file=None,  # type: ignore[arg-type]  # filled in by the caller
+        index=0,
+        position=None if position is None or len(position) != 3 else np.asarray([float(v) for v in position]),
+        row_cosine=row_cosine,
+        col_cosine=col_cosine,
+        pixel_spacing=None if spacing is None or len(spacing) != 2 else (float(spacing[0]), float(spacing[1])),
+        slice_thickness=_positive(thickness),
+        spacing_between_slices=_positive(between),
+        slope=1.0 if slope in (None, "") else float(slope),
+        intercept=0.0 if intercept in (None, "") else float(intercept),
+        instance_number=None if instance is None else int(instance),
+        temporal_index=tuple(temporal),
+    )
+
+
+def _orthonormal(row: np.ndarray, col: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Normalise the two direction cosines (scanners round them to a few digits)."""
+    row = row / np.linalg.norm(row)
+    col = col - row * float(row @ col)
+    return row, col / np.linalg.norm(col)
+
+
+def _stack_id(groups: Sequence[Dataset]) -> str:
+    for g in groups:
+        item = _first_item(g, "FrameContentSequence")
+        if item is not None and "StackID" in item:
+            return str(item.StackID)
+    return ""
+
+
+def _first_item(ds: Dataset | None, keyword: str) -> Dataset | None:
+    if ds is None or keyword not in ds:
+        return None
+    seq = ds[keyword].value
+    return seq[0] if seq else None
+
+
+def _number(ds: Dataset, keyword: str, default):
+    try:
+        value = ds.get(keyword)
+        return default if value in (None, "") else float(value)
+    except (TypeError, ValueError):
+        return default
+
+
+def _positive(value) -> float | None:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return value if value > 0 else None
+
+
+def _has_preamble(fp) -> bool:
+    start = fp.tell()
+    head = fp.read(132)
+    fp.seek(start)
+    return len(head) == 132 and head[128:132] == b"DICM"
+
+
+def _is_dicomdir(path: str) -> bool:
+    if os.path.basename(path).upper() == "DICOMDIR":
+        return True
+    try:
+        meta = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SOPClassUID"]).file_meta
+    except Exception:
+        return False
+    return str(meta.get("MediaStorageSOPClassUID", "")) == _MEDIA_STORAGE_DIRECTORY
+
+
+def _dicomdir_references(path: str) -> list[str]:
+    from pydicom.fileset import FileSet
+
+    try:
+        fileset = FileSet(pydicom.dcmread(path))
+    except Exception as err:
+        raise InputError(f"unreadable DICOMDIR ({describe(err)})", path=path) from None
+    files = []
+    for instance in fileset:
+        ref = instance.path
+        if not os.path.isfile(ref):
+            raise InputError(f"DICOMDIR references a missing file {ref!r}", path=path)
+        files.append(ref)
+    return files

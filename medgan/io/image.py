@@ -1,0 +1,58 @@
+"""The one image type in flight: a MONAI MetaTensor `[C, *spatial]` with a RAS affine."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from monai.data import MetaTensor
+
+__all__ = ["affine_of", "make_image", "meta_of"]
+
+
+def make_image(array: np.ndarray, affine_ras: np.ndarray, meta: dict[str, Any]) -> MetaTensor:
+    """Wrap a channel-first array and its RAS affine; `meta` records where it came from.
+
+    MONAI's own keys are filled so MONAI transforms and `SaveImage` understand the result:
+    `affine`/`original_affine` (RAS), `spatial_shape`, `original_channel_dim` and `space`.
+    """
+    array = np.ascontiguousarray(array)
+    affine = torch.as_tensor(np.asarray(affine_ras, dtype=np.float64))
+    full_meta = {
+        "original_affine": affine.clone(),
+        "spatial_shape": np.asarray(array.shape[1:]),
+        "original_channel_dim": 0 if array.shape[0] > 1 else "no_channel",
+        "space": "RAS",
+        **meta,
+    }
+    return MetaTensor(torch.from_numpy(array), affine=affine, meta=full_meta)
+
+
+def affine_of(image: Any) -> np.ndarray:
+    """The 4x4 RAS affine of a MetaTensor (identity for a plain tensor or array)."""
+    affine = getattr(image, "affine", None)
+    if affine is None:
+        return np.eye(4)
+    affine = np.asarray(affine.detach().cpu() if isinstance(affine, torch.Tensor) else affine, dtype=np.float64)
+    if affine.shape == (3, 3):  # a 2D MONAI affine: lift it into 3D
+        lifted = np.eye(4)
+        lifted[:2, :2], lifted[:2, 3] = affine[:2, :2], affine[:2, 2]
+        return lifted
+    return affine
+
+
+def meta_of(image: Any) -> dict[str, Any]:
+    return dict(getattr(image, "meta", {}) or {})
+
+
+def array_of(image: Any) -> np.ndarray:
+    """The voxels of a MetaTensor, tensor or array as numpy (half precision widened to float32)."""
+    data = image.detach().cpu() if isinstance(image, torch.Tensor) else image
+    if isinstance(data, MetaTensor):
+        data = data.as_tensor()
+    if isinstance(data, torch.Tensor):
+        if data.dtype in (torch.bfloat16, torch.float16):
+            data = data.float()
+        return data.numpy()
+    return np.asarray(data)

@@ -1,0 +1,130 @@
+"""NIfTI-1/2 (.nii, .nii.gz) through nibabel.
+
+Reading follows the NIfTI-1 standard's three methods: the sform when sform_code > 0, else the
+qform when qform_code > 0, else the pixdim diagonal (method 1). Which one was used is stored
+in `meta["nifti_xform"]`. Writing sets both sform and qform (code 1, scanner anatomical) from
+the affine; a sheared affine (gantry tilt) cannot be a qform, so its qform code is 0.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import nibabel as nib
+import numpy as np
+
+from medgan.errors import InputError, OutputError, describe
+from medgan.io.atomic import atomic_file
+from medgan.io.geometry import is_sheared
+from medgan.io.image import affine_of, array_of, make_image, meta_of
+
+__all__ = ["read_nifti", "write_nifti"]
+
+_XFORM_NAMES = {0: "unknown", 1: "scanner", 2: "aligned", 3: "talairach", 4: "mni", 5: "template"}
+
+
+def read_nifti(path: str | os.PathLike):
+    path = os.fspath(path)
+    try:
+        img = nib.load(path)
+        header = img.header
+        sform_code = int(header["sform_code"])
+        qform_code = int(header["qform_code"])
+        if sform_code > 0:
+            affine, xform = header.get_sform(), "sform"
+        elif qform_code > 0:
+            affine, xform = header.get_qform(), "qform"
+        else:
+            affine, xform = header.get_base_affine(), "pixdim"
+        data = np.asanyarray(img.dataobj)
+    except FileNotFoundError:
+        raise InputError("no such file", path=path) from None
+    except PermissionError:
+        raise InputError("permission denied", path=path) from None
+    except Exception as err:  # nibabel raises ImageFileError, EOFError, zlib and gzip errors
+        raise InputError(f"not a readable NIfTI file ({describe(err)})", path=path) from None
+    if data.ndim == 5 and data.shape[3] == 1:  # (i, j, k, 1, c): a vector image
+        channels = np.moveaxis(data[:, :, :, 0], -1, 0)
+    elif data.ndim == 4:
+        channels = np.moveaxis(data, -1, 0)
+    elif data.ndim in (2, 3):
+        channels = data[np.newaxis]
+    else:
+        raise InputError(f"unsupported NIfTI shape {data.shape}", path=path)
+    if channels.dtype == np.float64 and _was_float32(img):
+        channels = channels.astype(np.float32)
+    meta = {
+        "format": "nifti",
+        "filename_or_obj": path,
+        "files": [path],
+        "modality": _sidecar_modality(path),
+        "nifti_xform": xform,
+        "nifti_codes": {"sform": _XFORM_NAMES.get(sform_code, str(sform_code)),
+                        "qform": _XFORM_NAMES.get(qform_code, str(qform_code))},
+        "description": _text(header.get("descrip")),
+    }  # fmt: skip
+    slope, inter = header.get_slope_inter()
+    if slope is not None:
+        meta.update(rescale_slope=float(slope), rescale_intercept=float(inter or 0.0))
+    return make_image(channels, affine, meta)
+
+
+def write_nifti(image, path: str | os.PathLike, overwrite: bool = False) -> str:
+    """Write a `[C, *spatial]` image; C > 1 becomes the fourth dimension."""
+    path = os.fspath(path)
+    array = array_of(image)
+    if array.ndim not in (3, 4):
+        raise OutputError(f"cannot write an image of shape {tuple(array.shape)} as NIfTI", path=path)
+    data = array[0] if array.shape[0] == 1 else np.moveaxis(array, 0, -1)
+    data = _nifti_dtype(data)
+    affine = affine_of(image)
+    img = nib.Nifti1Image(data, affine)
+    img.header.set_xyzt_units("mm", "sec")
+    img.header.set_sform(affine, code=1)
+    if is_sheared(affine):
+        img.header.set_qform(None, code=0)
+    else:
+        img.header.set_qform(affine, code=1)
+    description = str(meta_of(image).get("description") or "medgan")
+    img.header["descrip"] = description.encode("ascii", "replace")[:79]
+    suffix = ".nii.gz" if path.endswith(".gz") else ".nii"
+    with atomic_file(path, overwrite, suffix=suffix) as temp:
+        nib.save(img, temp)
+    return path
+
+
+def _nifti_dtype(data: np.ndarray) -> np.ndarray:
+    if data.dtype == bool:
+        return data.astype(np.uint8)
+    if data.dtype == np.float16:
+        return data.astype(np.float32)
+    if (
+        data.dtype == np.int64
+        and data.size
+        and np.iinfo(np.int32).min <= data.min()
+        and data.max() <= np.iinfo(np.int32).max
+    ):
+        return data.astype(np.int32)
+    return data
+
+
+def _was_float32(img) -> bool:
+    return img.get_data_dtype() == np.float32 and img.header.get_slope_inter() == (None, None)
+
+
+def _sidecar_modality(path: str) -> str:
+    """BIDS sidecars name the modality; use it when present (never guess otherwise)."""
+    stem = path[: -len(".nii.gz")] if path.endswith(".nii.gz") else os.path.splitext(path)[0]
+    try:
+        with open(stem + ".json", encoding="utf-8") as fh:
+            return str(json.load(fh).get("Modality", "") or "")
+    except (OSError, ValueError, AttributeError):
+        return ""
+
+
+def _text(value) -> str:
+    if value is None:
+        return ""
+    raw = value.tobytes() if hasattr(value, "tobytes") else bytes(value)
+    return raw.split(b"\x00", 1)[0].decode("latin-1").strip()
