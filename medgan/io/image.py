@@ -18,6 +18,8 @@ def make_image(array: np.ndarray, affine_ras: np.ndarray, meta: dict[str, Any]) 
     `affine`/`original_affine` (RAS), `spatial_shape`, `original_channel_dim` and `space`.
     """
     array = np.ascontiguousarray(array)
+    if not array.dtype.isnative:  # big-endian files: torch only takes native byte order
+        array = array.astype(array.dtype.newbyteorder("="))
     affine = torch.as_tensor(np.asarray(affine_ras, dtype=np.float64))
     full_meta = {
         "original_affine": affine.clone(),
