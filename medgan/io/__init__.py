@@ -32,6 +32,8 @@ __all__ = [
 
 _SUFFIXES = {".nii.gz": "nifti", ".nii": "nifti", ".nrrd": "nrrd", ".nhdr": "nrrd", ".mha": "mha", ".mhd": "mha"}
 WRITE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha")
+_DOCUMENT_SUFFIXES = (".json", ".md", ".txt", ".rst", ".py", ".yaml", ".yml", ".csv", ".tsv", ".html", ".pdf",
+                      ".log", ".bval", ".bvec", ".xml")  # fmt: skip
 
 
 class MultipleSeriesError(InputError):
@@ -108,7 +110,11 @@ def select_series(scan: DicomScan, path: str, series: str | None) -> DicomSeries
 
 
 def find_images(path: str | os.PathLike, skip_invalid: bool = False) -> tuple[list[FoundImage], list[Problem]]:
-    """Every image under `path`: volume files by suffix, DICOM files grouped into series."""
+    """Every image under `path`: volume files by suffix, DICOM files grouped into series.
+
+    Unlike `read_image` on a DICOM folder, which insists that every file be DICOM, this
+    explorer passes over documents and sidecars (README.md, *.json, *.txt, ...).
+    """
     path = os.fspath(path)
     if not os.path.exists(path):
         raise InputError("no such file or folder", path=path)
@@ -116,7 +122,7 @@ def find_images(path: str | os.PathLike, skip_invalid: bool = False) -> tuple[li
         return [FoundImage(format_of(path), path, _file_loader(path))], []
     from medgan.io.dicom_scan import list_dicom_files
 
-    candidates = list_dicom_files(path)
+    candidates = [p for p in list_dicom_files(path) if not p.lower().endswith(_DOCUMENT_SUFFIXES)]
     volume_files = [p for p in candidates if format_of(p) != "dicom" and not p.lower().endswith(".raw")]
     raw_partners = _detached_data_files(volume_files)
     dicom_files = [p for p in candidates if format_of(p) == "dicom" and p not in raw_partners]
