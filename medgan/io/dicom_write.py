@@ -1,12 +1,26 @@
-"""Write a MetaTensor as a DICOM CT or MR series, one file per slice, marked as derived.
+"""Write a MetaTensor as a DICOM CT or MR series, marked as derived (and as synthetic when it is).
 
-Every file gets new Study/Series/SOP/Frame of Reference UIDs, ImageType DERIVED\\SECONDARY,
-a DerivationDescription, SyntheticData (YES for generated images), and, when the image was
-read from DICOM, a SourceImageSequence pointing at the slices it came from. The source's
-patient identity is not copied unless `copy_patient=True`. Geometry goes into
-ImagePositionPatient / ImageOrientationPatient / PixelSpacing / SliceThickness; values in
-physical units (HU for CT) are stored through RescaleSlope/Intercept, exactly for integer
-data and to 1/65535 of the range for real-valued data.
+Two layouts share everything but the pixel module:
+
+* one file per slice (CT Image / MR Image Storage), the layout every viewer and PACS takes;
+* `multiframe=True`: one Enhanced CT / Enhanced MR Image file (`medgan.io.dicom_multiframe`).
+
+Every output gets new Study/Series/SOP/Frame of Reference UIDs, ImageType DERIVED\\SECONDARY
+(DERIVED\\PRIMARY in the enhanced file, where value 2 is enumerated PRIMARY), a coded and a
+free-text derivation, SyntheticData (YES for generated images), a ContributingEquipmentSequence
+naming medgan as synthesizing or processing equipment and, when the image was read from DICOM,
+references to the source instances it came from (slice by slice when the slice count still
+matches). The source's patient identity (and its free-text descriptions, which PS3.15 Annex E
+treats as identifying) is copied only with `copy_patient=True`.
+
+Geometry: the slice `k` sits at `origin + k * step` (LPS), computed afresh for every slice and
+written with up to 16 significant characters, so positions never accumulate rounding; a step that
+is not along the slice normal (gantry tilt) is kept exactly through the per-slice positions.
+Values in physical units (HU for CT) go through RescaleSlope/Intercept: exactly for integer data,
+to half a quantisation step (slope / 2) for real-valued data (`medgan.io.dicom_encode`).
+
+Readers sort slices along the normal row x column, so a left-handed affine (slice step against
+that normal) reads back with the slice axis reversed: the same voxels in space, in another order.
 """
 
 from __future__ import annotations
@@ -14,59 +28,80 @@ from __future__ import annotations
 import datetime as dt
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
-from pydicom.uid import (
-    PYDICOM_IMPLEMENTATION_UID,
-    CTImageStorage,
-    ExplicitVRLittleEndian,
-    MRImageStorage,
-    generate_uid,
-)
-from pydicom.valuerep import format_number_as_ds
+from pydicom.uid import CTImageStorage, MRImageStorage, generate_uid
 
 import medgan
 from medgan.errors import OutputError
 from medgan.io.atomic import atomic_dir
-from medgan.io.geometry import flip_lps_ras
+from medgan.io.dicom_encode import (
+    PixelEncoding,
+    SliceGeometry,
+    code_item,
+    display_window,
+    ds_text,
+    encode_pixels,
+    file_meta,
+    image_pixel,
+    orientation_text,
+    reference_item,
+    save_dataset,
+    slice_geometry,
+)
 from medgan.io.image import affine_of, array_of, meta_of
 
-__all__ = ["SOP_CLASSES", "PixelEncoding", "encode_pixels", "write_dicom_series"]
+__all__ = ["SOP_CLASSES", "PixelEncoding", "SeriesPlan", "encode_pixels", "plan_series", "write_dicom_series"]
 
 SOP_CLASSES = {"CT": CTImageStorage, "MR": MRImageStorage}
-_ORTHOGONALITY_TOLERANCE = 1e-4
+# Copied with copy_patient=True only; anything else in meta["patient"] is ignored.
+_PATIENT_KEYWORDS = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "PatientAge")
+# CID 7203 (Image Derivation) is extensible and has no concept for images made or changed by a
+# network; a wrong member (e.g. "Volume editing") would mislead, so two general DCM concepts.
+_DERIVATION_CODES = {
+    True: ("123110", "DCM", "Artificial Intelligence"),
+    False: ("110001", "DCM", "Image Processing"),
+}
+_EQUIPMENT_PURPOSE = {  # CID 7005 Contributing Equipment Purposes of Reference
+    True: ("109100", "DCM", "Synthesizing Equipment"),
+    False: ("109102", "DCM", "Processing Equipment"),
+}
+
+SourceRef = tuple[str, str, int | None]  # (SOP class, SOP instance, frame number or None)
 
 
-@dataclass(frozen=True)
-class PixelEncoding:
-    """How physical values map to stored integers: value = stored * slope + intercept."""
+@dataclass
+class SeriesPlan:
+    """Everything both layouts need: stored pixels, geometry and the shared header."""
 
-    dtype: np.dtype
-    slope: float
-    intercept: float
+    modality: str
+    stored: np.ndarray  # (i, j, k) stored integers
+    encoding: PixelEncoding
+    geometry: SliceGeometry
+    synthetic: bool
+    header: Dataset  # patient, study, series, frame of reference, equipment, SOP common
+    all_sources: list[SourceRef]  # every DICOM frame the image came from; empty without a DICOM source
+    slice_sources: list[list[SourceRef]] | None  # per output slice; None once the slice count changed
+    source_study_uid: str | None  # where the sources live (for the evidence and instance references)
+    source_series_uid: str | None
+    derivation_description: str
+    window: tuple[float, float]  # (centre, width) in physical units
+    content_date_time: tuple[str, str]  # (DA, TM) of this write
 
     @property
-    def exact(self) -> bool:
-        return self.slope == 1.0 and float(self.intercept).is_integer()
+    def n_slices(self) -> int:
+        return int(self.stored.shape[2])
 
+    @property
+    def has_sources(self) -> bool:
+        return bool(self.all_sources)
 
-def encode_pixels(values: np.ndarray) -> tuple[np.ndarray, PixelEncoding]:
-    """Choose 16-bit storage for `values`: exact for integers, else a linear quantisation."""
-    values = np.asarray(values)
-    low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
-    integral = np.issubdtype(values.dtype, np.integer) or bool(np.all(np.mod(values, 1) == 0))
-    if integral and low >= -32768 and high <= 32767:
-        encoding = PixelEncoding(np.dtype(np.int16), 1.0, 0.0)
-    elif integral and high - low <= 65535:
-        encoding = PixelEncoding(np.dtype(np.uint16), 1.0, _ds_float(low))
-    else:
-        slope = _ds_float((high - low) / 65535.0) if high > low else 1.0
-        encoding = PixelEncoding(np.dtype(np.uint16), slope, _ds_float(low))
-    stored = np.rint((values.astype(np.float64) - encoding.intercept) / encoding.slope)
-    info = np.iinfo(encoding.dtype)
-    return np.clip(stored, info.min, info.max).astype(encoding.dtype), encoding
+    def sources_of(self, k: int) -> list[SourceRef]:
+        """The source frames of slice `k`: its own when known, else all of them."""
+        return self.slice_sources[k] if self.slice_sources is not None else self.all_sources
 
 
 def write_dicom_series(
@@ -75,205 +110,205 @@ def write_dicom_series(
     overwrite: bool = False,
     modality: str | None = None,  # "CT" or "MR"; taken from the image's metadata when absent
     synthetic: bool | None = None,  # SyntheticData YES/NO; from meta["synthetic"] when absent
-    copy_patient: bool = False,  # copy the source's PatientName/ID/BirthDate/Sex/Age
+    copy_patient: bool = False,  # copy the source's PatientName/ID/BirthDate/Sex/Age and descriptions
+    multiframe: bool = False,  # one Enhanced CT/MR file instead of one file per slice
+    series_description: str | None = None,  # default: "SYNTHETIC medgan" or "DERIVED medgan"
+    derivation_description: str | None = None,  # default: what medgan did, from the metadata
+    series_number: int = 1001,  # high, so it sorts after the scanner's own series
+) -> str:
+    """Write `image` (`[1, i, j, k]` or `[1, i, j]`) into `folder`; returns the folder.
+
+    Single-frame output is `folder/IM00001.dcm ...` (one file per slice, InstanceNumber k + 1);
+    multi-frame output is the one file `folder/IM00001.dcm`. The folder appears whole or not at
+    all: files are written to a hidden sibling that is renamed into place at the end.
+    """
+    folder = os.fspath(folder)
+    plan = plan_series(
+        image, folder, modality, synthetic, copy_patient, series_description, derivation_description, series_number
+    )
+    with atomic_dir(folder, overwrite) as temp:
+        if multiframe:
+            from medgan.io.dicom_multiframe import multiframe_dataset
+
+            save_dataset(multiframe_dataset(plan), os.path.join(temp, "IM00001.dcm"))
+        else:
+            for k in range(plan.n_slices):
+                save_dataset(_slice_dataset(plan, k), os.path.join(temp, f"IM{k + 1:05d}.dcm"))
+    return folder
+
+
+def plan_series(
+    image,
+    path: str,
+    modality: str | None = None,
+    synthetic: bool | None = None,
+    copy_patient: bool = False,
     series_description: str | None = None,
     derivation_description: str | None = None,
     series_number: int = 1001,
-) -> str:
-    """Write `image` (`[1, i, j, k]` or `[1, i, j]`) as `folder/IM00001.dcm ...`; returns the folder."""
-    folder = os.fspath(folder)
+) -> SeriesPlan:
+    """Check `image`, encode its pixels and build the header shared by all output layouts."""
     meta = meta_of(image)
     array = array_of(image)
     modality = (modality or str(meta.get("modality") or "")).upper()
     if modality not in SOP_CLASSES:
         found = f"the image's modality is {modality!r}" if modality else "the image records no modality"
-        raise OutputError(f"DICOM output needs modality CT or MR; {found}: pass --modality CT or MR", path=folder)
+        raise OutputError(f"DICOM output needs modality CT or MR; {found}: pass --modality CT or MR", path=path)
     if array.ndim == 3:
         array = array[..., np.newaxis]
     if array.ndim != 4 or array.shape[0] != 1:
-        raise OutputError(f"DICOM series output takes one channel, got shape {tuple(array.shape)}", path=folder)
+        raise OutputError(f"DICOM series output takes one channel, got shape {tuple(array.shape)}", path=path)
     if not np.all(np.isfinite(array)):
-        raise OutputError("the image holds NaN or infinite values", path=folder)
-    geometry = _slice_geometry(affine_of(image), array.shape[3], folder)
+        raise OutputError("the image holds NaN or infinite values", path=path)
+    geometry = slice_geometry(affine_of(image), array.shape[3], path)
     stored, encoding = encode_pixels(array[0])
-    synthetic = bool(meta.get("synthetic", False)) if synthetic is None else synthetic
-    common = _series_dataset(
-        meta, modality, encoding, geometry, synthetic, copy_patient, series_description,
-        derivation_description, series_number, stored,
-    )  # fmt: skip
-    sources = meta.get("source_slices") or []
-    per_slice_sources = len(sources) == stored.shape[2]
-    all_sources = [ref for refs in sources for ref in refs]
-    with atomic_dir(folder, overwrite) as temp:
-        for k in range(stored.shape[2]):
-            ds = _slice_dataset(common, k, geometry, stored[:, :, k])
-            refs = sources[k] if per_slice_sources else all_sources
-            if refs:
-                ds.SourceImageSequence = Sequence([_reference(*ref) for ref in refs])
-            ds.save_as(os.path.join(temp, f"IM{k + 1:05d}.dcm"), enforce_file_format=True)
-    return folder
-
-
-@dataclass
-class _Geometry:
-    row_cosine: np.ndarray
-    col_cosine: np.ndarray
-    pixel_spacing: tuple[float, float]
-    origin: np.ndarray
-    step: np.ndarray
-    thickness: float
-
-
-def _slice_geometry(affine_ras: np.ndarray, n_slices: int, folder: str) -> _Geometry:
-    lps = flip_lps_ras(affine_ras)
-    a0, a1, a2 = lps[:3, 0], lps[:3, 1], lps[:3, 2]
-    s0, s1 = float(np.linalg.norm(a0)), float(np.linalg.norm(a1))
-    if s0 == 0 or s1 == 0:
-        raise OutputError("the affine has a zero-length in-plane axis", path=folder)
-    row, col = a0 / s0, a1 / s1
-    if abs(float(row @ col)) > _ORTHOGONALITY_TOLERANCE:
-        raise OutputError(
-            "in-plane voxel axes are not orthogonal; DICOM cannot store such pixels (resample first)", path=folder
-        )
-    normal = np.cross(row, col)
-    thickness = abs(float(a2 @ normal))
-    if n_slices > 1 and thickness == 0:
-        raise OutputError("slices do not advance along the slice normal", path=folder)
-    return _Geometry(row, col, (s1, s0), lps[:3, 3], a2, thickness or float(np.linalg.norm(a2)) or 1.0)
-
-
-def _series_dataset(
-    meta, modality, encoding, geometry, synthetic, copy_patient, description, derivation, number, stored
-) -> Dataset:
+    synthetic = bool(meta.get("synthetic", False)) if synthetic is None else bool(synthetic)
+    derivation = (derivation_description or _derivation(meta, synthetic))[:1024]
     now = dt.datetime.now()
     date, time = now.strftime("%Y%m%d"), now.strftime("%H%M%S")
-    source_dicom = meta.get("dicom", {}) or {}
+    header = _header(meta, modality, synthetic, copy_patient, series_description, derivation, series_number, date, time)
+    source_dicom = meta.get("dicom") or {}
+    slice_sources = [[tuple(ref) for ref in refs] for refs in meta.get("source_slices") or []]
+    return SeriesPlan(
+        modality=modality,
+        stored=stored,
+        encoding=encoding,
+        geometry=geometry,
+        synthetic=synthetic,
+        header=header,
+        all_sources=list(dict.fromkeys(ref for refs in slice_sources for ref in refs)),
+        slice_sources=slice_sources if len(slice_sources) == stored.shape[2] else None,
+        source_study_uid=str(source_dicom.get("StudyInstanceUID") or "") or None,
+        source_series_uid=str(meta.get("series_uid") or "") or None,
+        derivation_description=derivation,
+        window=display_window(stored, encoding),
+        content_date_time=(date, time),
+    )
+
+
+def _header(meta, modality, synthetic, copy_patient, description, derivation, number, date, time) -> Dataset:
+    """Patient, General Study, General Series, Frame of Reference, General Equipment, SOP Common."""
+    source_dicom = meta.get("dicom") or {}
     ds = Dataset()
     ds.SpecificCharacterSet = "ISO_IR 192"
-    kind = "SYNTHETIC" if synthetic else "DERIVED"
-    ds.ImageType = ["DERIVED", "SECONDARY", "AXIAL" if modality == "CT" else "OTHER"]
     ds.InstanceCreationDate, ds.InstanceCreationTime = date, time
-    ds.SOPClassUID = SOP_CLASSES[modality]
     ds.StudyDate, ds.StudyTime = date, time
     ds.SeriesDate, ds.SeriesTime = date, time
-    ds.ContentDate, ds.ContentTime = date, time
     ds.AccessionNumber = ""
     ds.Modality = modality
     ds.Manufacturer = "medgan"
     ds.ReferringPhysicianName = ""
     ds.StudyDescription = str(source_dicom.get("StudyDescription", ""))[:64] if copy_patient else ""
-    ds.SeriesDescription = (description or _default_description(meta, kind))[:64]
+    kind = "SYNTHETIC" if synthetic else "DERIVED"
+    source_description = str(source_dicom.get("SeriesDescription", "")) if copy_patient else ""
+    ds.SeriesDescription = (description or f"{kind} {source_description or 'medgan'}")[:64]
     ds.ManufacturerModelName = "medgan"
-    ds.DerivationDescription = (derivation or _derivation(meta, synthetic))[:1024]
-    ds.PatientName = ""
-    ds.PatientID = ""
-    ds.PatientBirthDate = ""
-    ds.PatientSex = ""
+    for keyword in ("PatientName", "PatientID", "PatientBirthDate", "PatientSex"):
+        setattr(ds, keyword, "")  # Type 2: present, empty unless copied
     if copy_patient:
-        for keyword, value in (meta.get("patient") or {}).items():
-            if keyword != "StudyDate":
-                setattr(ds, keyword, value)
+        patient = meta.get("patient") or {}
+        for keyword in _PATIENT_KEYWORDS:
+            if patient.get(keyword) not in (None, ""):
+                setattr(ds, keyword, patient[keyword])
     ds.SyntheticData = "YES" if synthetic else "NO"
-    ds.SliceThickness = _ds(geometry.thickness)
-    if modality == "CT":
-        ds.KVP = ""
-    else:
-        ds.ScanningSequence = "RM"
-        ds.SequenceVariant = "NONE"
-        ds.ScanOptions = ""
-        ds.MRAcquisitionType = "3D" if stored.shape[2] > 1 else "2D"
-        ds.RepetitionTime = ""
-        ds.EchoTime = ""
-        ds.EchoTrainLength = ""
-        ds.SpacingBetweenSlices = _ds(geometry.thickness)
     ds.SoftwareVersions = f"medgan {medgan.__version__}"
-    ds.PatientPosition = str(source_dicom.get("PatientPosition", "HFS"))
-    ds.Laterality = ""  # Type 2C; a whole-body volume has none
+    ds.PatientPosition = str(source_dicom.get("PatientPosition") or "HFS")
+    if source_dicom.get("BodyPartExamined"):
+        ds.BodyPartExamined = str(source_dicom["BodyPartExamined"])[:16]
     ds.StudyInstanceUID = generate_uid()
     ds.SeriesInstanceUID = generate_uid()
     ds.StudyID = ""
     ds.SeriesNumber = number
-    ds.AcquisitionNumber = ""
     ds.FrameOfReferenceUID = generate_uid()
     ds.PositionReferenceIndicator = ""
-    ds.ImageOrientationPatient = [_ds(v) for v in np.r_[geometry.row_cosine, geometry.col_cosine]]
-    ds.PixelSpacing = [_ds(geometry.pixel_spacing[0]), _ds(geometry.pixel_spacing[1])]
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.Rows, ds.Columns = int(stored.shape[1]), int(stored.shape[0])
-    ds.BitsAllocated = 16
-    ds.BitsStored = 16
-    ds.HighBit = 15
-    ds.PixelRepresentation = 1 if encoding.dtype == np.int16 else 0
-    center, width = _window(stored, encoding)
-    ds.WindowCenter, ds.WindowWidth = _ds(center), _ds(width)
-    ds.RescaleIntercept = _ds(encoding.intercept)
-    ds.RescaleSlope = _ds(encoding.slope)
-    ds.RescaleType = "HU" if modality == "CT" else "US"
-    ds.BurnedInAnnotation = "NO"
+    ds.ContributingEquipmentSequence = Sequence([_contributing_equipment(synthetic, derivation, date, time)])
     return ds
 
 
-def _slice_dataset(common: Dataset, k: int, geometry: _Geometry, plane: np.ndarray) -> Dataset:
-    ds = Dataset()
-    ds.update(common)
-    uid = generate_uid()
-    ds.SOPInstanceUID = uid
-    ds.InstanceNumber = k + 1
-    position = geometry.origin + k * geometry.step
-    ds.ImagePositionPatient = [_ds(v) for v in position]
-    ds.SliceLocation = _ds(float(position @ np.cross(geometry.row_cosine, geometry.col_cosine)))
-    ds.PixelData = np.ascontiguousarray(plane.T).astype(plane.dtype.newbyteorder("<")).tobytes()
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = common.SOPClassUID
-    meta.MediaStorageSOPInstanceUID = uid
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
-    meta.ImplementationVersionName = f"MEDGAN_{medgan.__version__}"[:16]
-    ds.file_meta = meta
-    return _sorted(ds)
-
-
-def _sorted(ds: Dataset) -> Dataset:
-    out = Dataset()
-    for element in sorted(ds, key=lambda e: e.tag):
-        out.add(element)
-    out.file_meta = ds.file_meta
-    return out
-
-
-def _reference(sop_class: str, sop_instance: str, frame: int | None) -> Dataset:
+def _contributing_equipment(synthetic: bool, derivation: str, date: str, time: str) -> Dataset:
     item = Dataset()
-    item.ReferencedSOPClassUID = sop_class
-    item.ReferencedSOPInstanceUID = sop_instance
-    if frame is not None:
-        item.ReferencedFrameNumber = frame
+    item.PurposeOfReferenceCodeSequence = Sequence([code_item(*_EQUIPMENT_PURPOSE[synthetic])])
+    item.Manufacturer = "medgan"
+    item.ManufacturerModelName = "medgan"
+    item.SoftwareVersions = f"medgan {medgan.__version__}"
+    item.ContributionDateTime = date + time
+    item.ContributionDescription = derivation
     return item
 
 
-def _window(stored: np.ndarray, encoding: PixelEncoding) -> tuple[float, float]:
-    """A display window over the 1st-99th percentile of the values (viewers need one)."""
-    sample = stored[:: max(1, stored.shape[0] // 64), :: max(1, stored.shape[1] // 64)]
-    low, high = np.percentile(sample.astype(np.float64), [1, 99]) * encoding.slope + encoding.intercept
-    return (low + high) / 2, max(high - low, 1.0)
+def _slice_dataset(plan: SeriesPlan, k: int) -> Dataset:
+    """One CT Image or MR Image instance: the shared header plus this slice's plane and pixels."""
+    ds = Dataset()
+    ds.update(plan.header)
+    geometry, encoding = plan.geometry, plan.encoding
+    ds.SOPClassUID = SOP_CLASSES[plan.modality]
+    ds.SOPInstanceUID = generate_uid()
+    ds.ImageType = ["DERIVED", "SECONDARY", "AXIAL" if plan.modality == "CT" else "OTHER"]
+    ds.ContentDate, ds.ContentTime = plan.content_date_time
+    ds.DerivationDescription = plan.derivation_description
+    ds.DerivationCodeSequence = Sequence([derivation_code(plan.synthetic)])
+    ds.InstanceNumber = k + 1
+    ds.AcquisitionNumber = ""
+    ds.BurnedInAnnotation = "NO"
+    # Type 2C, required for paired body parts; medgan cannot tell which part an image shows, and
+    # empty is the standard's value for "unknown" (dciodvfy warns that it should then be known).
+    ds.Laterality = ""
+    position = geometry.position_lps_mm(k)
+    ds.ImagePositionPatient = [ds_text(v) for v in position]
+    ds.ImageOrientationPatient = orientation_text(geometry)
+    ds.PixelSpacing = [ds_text(v) for v in geometry.pixel_spacing_mm]
+    ds.SliceThickness = ds_text(geometry.thickness_mm)
+    ds.SliceLocation = ds_text(float(position @ geometry.normal))
+    if plan.modality == "CT":
+        _ct_image(ds, plan)
+    else:
+        _mr_image(ds, plan)
+    image_pixel(ds, plan.stored[:, :, k][np.newaxis], encoding)
+    ds.WindowCenter, ds.WindowWidth = ds_text(plan.window[0]), ds_text(plan.window[1])
+    if plan.has_sources:
+        ds.SourceImageSequence = Sequence([reference_item(*ref) for ref in plan.sources_of(k)])
+    ds.file_meta = file_meta(ds.SOPClassUID, ds.SOPInstanceUID)
+    return ds
 
 
-def _default_description(meta: dict, kind: str) -> str:
-    source = (meta.get("dicom") or {}).get("SeriesDescription", "")
-    return f"{kind} {source}".strip() if source else f"{kind} medgan"
+def _ct_image(ds: Dataset, plan: SeriesPlan) -> None:
+    ds.KVP = ""  # Type 2: unknown for a computed image
+    ds.RescaleIntercept = ds_text(plan.encoding.intercept)
+    ds.RescaleSlope = ds_text(plan.encoding.slope)
+    ds.RescaleType = "HU"
+    tilt = plan.geometry.gantry_tilt_deg()
+    if tilt is not None:
+        ds.GantryDetectorTilt = ds_text(round(tilt, 6))
 
 
-def _derivation(meta: dict, synthetic: bool) -> str:
-    what = "generated by" if synthetic else "written by"
-    source = meta.get("format")
-    origin = f" from a {source.upper()} image" if source and not synthetic else ""
-    return f"{what} medgan {medgan.__version__}{origin}"
+def _mr_image(ds: Dataset, plan: SeriesPlan) -> None:
+    ds.ScanningSequence = "RM"  # research mode: no acquisition sequence applies
+    ds.SequenceVariant = "NONE"
+    ds.ScanOptions = ""
+    ds.MRAcquisitionType = "3D" if plan.n_slices > 1 else "2D"
+    ds.RepetitionTime = ""
+    ds.EchoTime = ""
+    ds.EchoTrainLength = ""
+    ds.SpacingBetweenSlices = ds_text(plan.geometry.thickness_mm)
+    # The MR Image IOD has no Modality LUT; scanners still write rescale for real-valued maps,
+    # and medgan needs it for non-integer data. Integer data goes without, as the IOD expects.
+    if not (plan.encoding.slope == 1.0 and plan.encoding.intercept == 0.0):
+        ds.RescaleIntercept = ds_text(plan.encoding.intercept)
+        ds.RescaleSlope = ds_text(plan.encoding.slope)
+        ds.RescaleType = "US"
 
 
-def _ds(value: float) -> str:
-    return format_number_as_ds(float(value) + 0.0) if abs(value) > 1e-10 else "0"
+def derivation_code(synthetic: bool) -> Dataset:
+    """The coded derivation (CID 7203 is extensible) that goes with a DerivationDescription."""
+    return code_item(*_DERIVATION_CODES[synthetic])
 
 
-def _ds_float(value: float) -> float:
-    """The float a DS string will actually hold (DS is limited to 16 characters)."""
-    return float(_ds(value))
+def _derivation(meta: dict[str, Any], synthetic: bool) -> str:
+    """Free text for DerivationDescription, built from medgan's own records only (never file names)."""
+    if synthetic:
+        what = f"generated by medgan {medgan.__version__}"
+        described = str(meta.get("description") or "")  # medgan's own wording, e.g. a phantom's
+        return f"{what}: {described}" if described else what
+    source = str(meta.get("format") or "")
+    origin = f" from a {source.upper()} image" if source else ""
+    return f"written by medgan {medgan.__version__}{origin}"
