@@ -1,34 +1,13 @@
-"""The `medgan` command line: parse arguments, make one library call, report.
-
-User errors (`MedganError`, bad options) print one line on stderr and exit with status 2;
-anything else is a bug and keeps its traceback.
-"""
+"""`medgan info` and `medgan convert`."""
 
 from __future__ import annotations
 
 import json
-import logging
-import sys
 
 import click
 
-from medgan import __version__
+from medgan.cli import cli
 from medgan.errors import MedganError
-
-_CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
-
-
-@click.group(context_settings=_CONTEXT)
-@click.version_option(__version__, prog_name="medgan")
-@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
-def cli(verbose: int) -> None:
-    """medgan: medical image synthesis, enhancement and lesion simulation with GANs.
-
-    Images are read and written with their geometry intact (DICOM, NIfTI, NRRD, MHA);
-    intensities stay in physical units (HU for CT).
-    """
-    level = logging.WARNING - 10 * min(verbose, 2)
-    logging.basicConfig(level=level, format="medgan: %(levelname)s: %(message)s", stream=sys.stderr)
 
 
 @cli.command()
@@ -120,34 +99,6 @@ def convert(
     click.echo(written)
 
 
-@cli.command()
-@click.argument("output", type=click.Path(path_type=str))
-@click.option("-c", "--config", "config_path", type=click.Path(path_type=str), help="YAML config (PhantomConfig).")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config key, e.g. seed=3.")
-@click.option("--dry-run", is_flag=True, help="Print the resolved config and write nothing.")
-@click.option(
-    "--to", "to", type=click.Choice(["nifti", "nrrd", "mha", "dicom"]), help="Output format (default: by suffix)."
-)
-@click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists.")
-def phantom(
-    output: str, config_path: str | None, overrides: tuple[str, ...], dry_run: bool, to: str | None, overwrite: bool
-) -> None:
-    """Write a procedural phantom (CT body/head in HU, T1 MR brain) to OUTPUT.
-
-    Same config and seed, same voxels. Kinds: ct_body, ct_head, mr_brain; e.g.
-    `medgan phantom ct.nii.gz --set kind=ct_body --set spatial_dims=2 --set seed=4`.
-    `--to dicom` writes a series (SyntheticData YES) into the folder OUTPUT.
-    """
-    from medgan.config import dump_config, load_config
-    from medgan.data.phantoms import PhantomConfig, write_phantom
-
-    cfg = load_config(PhantomConfig, config_path, overrides)
-    if dry_run:
-        click.echo(dump_config(cfg), nl=False)
-        return
-    click.echo(write_phantom(cfg, output, to=to, overwrite=overwrite))
-
-
 def _print_table(records: list[dict]) -> None:
     for record in records:
         shape = "x".join(str(v) for v in record["shape"])
@@ -168,32 +119,3 @@ def _print_table(records: list[dict]) -> None:
             lines.append(f"  series       {record['series_uid']}{key}  {record.get('description') or ''}".rstrip())
         lines += [f"  warning      {w}" for w in record.get("warnings", [])]
         click.echo("\n".join(lines))
-
-
-def main(argv: list[str] | None = None) -> None:
-    """Entry point of the `medgan` console script."""
-    try:
-        cli.main(args=argv, prog_name="medgan", standalone_mode=False)
-    except MedganError as err:
-        _fail(str(err))
-    except click.exceptions.NoArgsIsHelpError as err:
-        click.echo(err.ctx.get_help() if err.ctx else str(err))
-        sys.exit(0)
-    except click.UsageError as err:
-        command = err.ctx.command_path if err.ctx else "medgan"
-        _fail(f"{command}: {err.format_message()} (see --help)")
-    except click.exceptions.Abort:
-        _fail("aborted", status=130)
-    except KeyboardInterrupt:
-        _fail("interrupted", status=130)
-    except BrokenPipeError:
-        sys.exit(0)
-    except click.exceptions.Exit as err:
-        sys.exit(err.exit_code)
-    except click.ClickException as err:
-        _fail(err.format_message())
-
-
-def _fail(message: str, status: int = 2) -> None:
-    click.echo(f"medgan: error: {' '.join(message.split())}", err=True)
-    sys.exit(status)

@@ -1,0 +1,64 @@
+"""The `medgan` command line: parse arguments, make one library call, report.
+
+Each command lives in a small module of this package and registers itself on the `cli`
+group. User errors (`MedganError`, bad options) print one line on stderr and exit with status
+2; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import click
+
+from medgan import __version__
+from medgan.errors import MedganError
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+@click.group(context_settings=CONTEXT)
+@click.version_option(__version__, prog_name="medgan")
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+def cli(verbose: int) -> None:
+    """medgan: medical image synthesis, enhancement and lesion simulation with GANs.
+
+    Images are read and written with their geometry intact (DICOM, NIfTI, NRRD, MHA);
+    intensities stay in physical units (HU for CT).
+    """
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(level=level, format="medgan: %(levelname)s: %(message)s", stream=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the `medgan` console script."""
+    try:
+        cli.main(args=argv, prog_name="medgan", standalone_mode=False)
+    except MedganError as err:
+        _fail(str(err))
+    except click.exceptions.NoArgsIsHelpError as err:
+        click.echo(err.ctx.get_help() if err.ctx else str(err))
+        sys.exit(0)
+    except click.UsageError as err:
+        command = err.ctx.command_path if err.ctx else "medgan"
+        _fail(f"{command}: {err.format_message()} (see --help)")
+    except click.exceptions.Abort:
+        _fail("aborted", status=130)
+    except KeyboardInterrupt:
+        _fail("interrupted", status=130)
+    except BrokenPipeError:
+        sys.exit(0)
+    except click.exceptions.Exit as err:
+        sys.exit(err.exit_code)
+    except click.ClickException as err:
+        _fail(err.format_message())
+
+
+def _fail(message: str, status: int = 2) -> None:
+    click.echo(f"medgan: error: {' '.join(message.split())}", err=True)
+    sys.exit(status)
+
+
+# Importing a command module registers its commands on `cli`.
+from medgan.cli import data, images  # noqa: E402, F401
