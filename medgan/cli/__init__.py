@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import warnings
 
 import click
 
@@ -29,6 +30,11 @@ def cli(verbose: int) -> None:
     """
     level = logging.WARNING - 10 * min(verbose, 2)
     logging.basicConfig(level=level, format="medgan: %(levelname)s: %(message)s", stream=sys.stderr)
+    if verbose < 2:
+        # pydicom logs and warns about every oddity of a file it reads; medgan reports what matters
+        # itself (one line per bad file), so pydicom's own chatter is kept for -vv.
+        logging.getLogger("pydicom").setLevel(logging.CRITICAL)
+        warnings.filterwarnings("ignore", module=r"pydicom(\.|$)")
 
 
 def main(argv: list[str] | None = None) -> None:

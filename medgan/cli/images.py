@@ -25,7 +25,7 @@ def info(path: str, as_json: bool, headers_only: bool, skip_invalid: bool) -> No
     from medgan.io import find_images
     from medgan.io.summary import summarize
 
-    found, problems = find_images(path, skip_invalid=skip_invalid)
+    found, _ = find_images(path, skip_invalid=skip_invalid)  # skipped files are logged as warnings
     records, failures = [], []
     for image in found:
         try:
@@ -36,8 +36,6 @@ def info(path: str, as_json: bool, headers_only: bool, skip_invalid: bool) -> No
         click.echo(json.dumps(records, indent=2))
     else:
         _print_table(records)
-    for problem in problems:
-        click.echo(f"medgan: skipped {problem}", err=True)
     if not records and not failures:
         raise MedganError("no images found", path=path)
     if failures:

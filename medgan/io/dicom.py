@@ -148,6 +148,7 @@ def scan_dicom(path: str | os.PathLike, skip_invalid: bool = False, files: Seque
             if not skip_invalid:
                 raise
             problems.append(Problem(file, err.reason))
+            log.warning("skipped %s", problems[-1])
             continue
         uid = file_frames[0].group[0]
         if uid not in attributes:
@@ -221,9 +222,9 @@ def _layout(series: DicomSeries, allow_gaps: bool) -> VolumeLayout:
         b = int(np.clip(np.searchsorted(distances, t), 1, n - 1))
         a = b - 1
         w = float((t - distances[a]) / (distances[b] - distances[a]))
-        if w <= tolerance / nominal:
+        if t - distances[a] <= tolerance:  # on a real slice (within tolerance mm), however wide the gap
             sources.append((a, a, 0.0))
-        elif w >= 1 - tolerance / nominal:
+        elif distances[b] - t <= tolerance:
             sources.append((b, b, 0.0))
         else:
             sources.append((a, b, w))

@@ -9,12 +9,14 @@ group must form one regular volume. Pixel data is not touched here.
 from __future__ import annotations
 
 import os
+import struct
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import pydicom
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
@@ -23,6 +25,7 @@ from medgan.errors import InputError, describe
 __all__ = ["DicomFile", "Frame", "Problem", "group_frames", "list_dicom_files", "read_header"]
 
 _MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
+_DEFLATED = "1.2.840.10008.1.2.1.99"  # Deflated Explicit VR Little Endian
 _IGNORED_NAMES = {"DICOMDIR", "Thumbs.db", "desktop.ini"}
 _ORIENTATION_DECIMALS = 4  # cosines equal to 1e-4 belong to the same stack
 _SPACING_DECIMALS = 4
@@ -99,10 +102,15 @@ def read_header(path: str) -> tuple[Dataset, int | None]:
     """Parse a file's header up to the pixel data. Returns the dataset and PixelData's file offset."""
     try:
         with open(path, "rb") as fp:
-            ds = pydicom.dcmread(fp, stop_before_pixels=True, force=not _has_preamble(fp))
+            preamble = _has_preamble(fp)
+            ds = pydicom.dcmread(fp, stop_before_pixels=True, force=not preamble)
             offset = fp.tell()
-            if fp.read(4) not in (b"\xe0\x7f\x10\x00", b"\x7f\xe0\x00\x10"):
+            tail = fp.read(4)
+            if tail not in (b"\xe0\x7f\x10\x00", b"\x7f\xe0\x00\x10"):
                 offset = None
+            if ds.file_meta.get("TransferSyntaxUID") == _DEFLATED:  # file offsets mean nothing in a deflated body
+                fp.seek(0)
+                ds, offset = pydicom.dcmread(fp, force=True), None
     except PermissionError:
         raise InputError("permission denied", path=path) from None
     except IsADirectoryError:
@@ -113,9 +121,23 @@ def read_header(path: str) -> tuple[Dataset, int | None]:
         raise InputError("not a DICOM file", path=path) from None
     except Exception as err:  # pydicom raises many types on broken headers
         raise InputError(f"truncated or corrupt DICOM header ({describe(err)})", path=path) from None
+    if offset is None and not tail and "PixelData" not in ds and _ends_early(ds, preamble):
+        raise InputError("truncated DICOM file: it ends inside its header", path=path)
     if "SOPClassUID" not in ds and "Rows" not in ds:
         raise InputError("not a DICOM file (no SOP Class UID and no image attributes)", path=path)
     return ds, offset
+
+
+def _ends_early(ds: Dataset, preamble: bool) -> bool:
+    """pydicom parses a cut-off header without complaint: look for the signs of one that ran out of file."""
+    if not preamble and "SOPClassUID" not in ds:
+        return False  # bytes force-parsed without a DICM preamble that never looked like DICOM
+    tags = list(ds.keys())
+    last = ds.get_item(tags[-1]) if tags else None
+    if isinstance(last, RawDataElement) and last.length != 0xFFFFFFFF and len(last.value or b"") < last.length:
+        return True  # the last value is shorter than its declared length
+    sop_class = getattr(ds.get("SOPClassUID"), "name", "")
+    return sop_class.endswith("Image Storage") or (preamble and not tags)  # cut inside the file meta
 
 
 def frames_from_header(path: str, ds: Dataset, pixel_offset: int | None) -> list[Frame]:
@@ -142,6 +164,7 @@ def frames_from_header(path: str, ds: Dataset, pixel_offset: int | None) -> list
         number_of_frames=n_frames,
         pixel_offset=pixel_offset,
     )
+    _check_pixel_length(info)
     series_uid = str(ds.get("SeriesInstanceUID", "")) or f"no-series-uid:{path}"
     shared = _first_item(ds, "SharedFunctionalGroupsSequence")
     per_frame = ds.get("PerFrameFunctionalGroupsSequence")
@@ -171,12 +194,56 @@ def frames_from_header(path: str, ds: Dataset, pixel_offset: int | None) -> list
         )
         frames.append(frame)
     if n_frames > 1 and per_frame is None:
-        _place_legacy_frames(frames)
+        _place_legacy_frames(frames, ds.get("GridFrameOffsetVector"))
     return frames
 
 
-def _place_legacy_frames(frames: list[Frame]) -> None:
-    """Legacy multi-frame files give one position: later frames step along the normal."""
+def _check_pixel_length(info: DicomFile) -> None:
+    """Catch pixel data cut short at scan time (so --skip-invalid can pass over it): uncompressed grayscale
+    by its size, encapsulated (compressed) by walking its fragment items to the sequence delimiter."""
+    if info.pixel_offset is None:
+        return
+    header_bytes = {"1.2.840.10008.1.2": 8, "1.2.840.10008.1.2.1": 12, "1.2.840.10008.1.2.2": 12}.get(
+        info.transfer_syntax
+    )
+    if header_bytes is None and info.transfer_syntax != _DEFLATED:
+        _check_fragments(info)
+    if header_bytes is None or info.samples_per_pixel != 1:
+        return
+    needed = (info.rows * info.columns * info.number_of_frames * info.bits_allocated + 7) // 8
+    available = os.path.getsize(info.path) - info.pixel_offset - header_bytes
+    if available < needed:
+        raise InputError(
+            f"pixel data is truncated: {info.number_of_frames} frame(s) of {info.rows}x{info.columns} at "
+            f"{info.bits_allocated} bits need {needed} bytes, the file holds {max(available, 0)}",
+            path=info.path,
+        )
+
+
+def _check_fragments(info: DicomFile) -> None:
+    size = os.path.getsize(info.path)
+    with open(info.path, "rb") as fp:
+        fp.seek(info.pixel_offset + 8)
+        if fp.read(4) != b"\xff\xff\xff\xff":  # not encapsulated after all: leave it to the decoder
+            return
+        while True:
+            head = fp.read(8)
+            if len(head) < 8:
+                break
+            group, element, length = struct.unpack("<HHI", head)
+            if (group, element) == (0xFFFE, 0xE0DD):  # sequence delimiter: complete
+                return
+            if (group, element) != (0xFFFE, 0xE000):  # not the expected item structure: leave it to the decoder
+                return
+            if fp.tell() + length > size:
+                break
+            fp.seek(length, os.SEEK_CUR)
+    raise InputError("pixel data is truncated: the file ends inside its compressed fragments", path=info.path)
+
+
+def _place_legacy_frames(frames: list[Frame], grid_offsets=None) -> None:
+    """Legacy multi-frame files give one position: later frames step along the normal, by the
+    GridFrameOffsetVector where there is one (RT Dose; relative, or absolute z when its first value is not 0)."""
     first = frames[0]
     if first.position is None or first.row_cosine is None:
         for frame in frames:
@@ -184,8 +251,11 @@ def _place_legacy_frames(frames: list[Frame]) -> None:
         return
     normal = np.cross(first.row_cosine, first.col_cosine)
     step = first.spacing_between_slices or first.slice_thickness or 1.0
-    for frame in frames:
-        frame.position = first.position + frame.index * step * normal
+    offsets = [frame.index * step for frame in frames]
+    if grid_offsets is not None and len(grid_offsets) == len(frames):
+        offsets = [float(v) - float(grid_offsets[0]) for v in grid_offsets]
+    for frame, offset in zip(frames, offsets, strict=True):
+        frame.position = first.position + offset * normal
 
 
 def group_frames(frames: Iterable[Frame]) -> dict[tuple, list[Frame]]:

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 from dataclasses import dataclass
 
+import external
 import numpy as np
 import pydicom
-import pytest
 
 from medgan.io.image import make_image
 
@@ -24,13 +23,7 @@ UID = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))+$")  # PS3.5 9.1: digits,
 
 def external_tool(name: str) -> str:
     """Path of a Debian tool; skip without it, or fail when MEDGAN_REQUIRE_EXTERNAL=1 (CI)."""
-    path = shutil.which(name)
-    if path:
-        return path
-    package = {"dciodvfy": "dicom3tools"}.get(name, name)
-    if os.environ.get("MEDGAN_REQUIRE_EXTERNAL") == "1":
-        pytest.fail(f"{name} is required (MEDGAN_REQUIRE_EXTERNAL=1) but not on PATH; apt-get install {package}")
-    pytest.skip(f"{name} is not installed (apt-get install {package})")
+    return external.external_tool(name, {"dciodvfy": "dicom3tools"}.get(name))
 
 
 @dataclass
