@@ -152,7 +152,8 @@ class RealSeries:
         return sorted(os.path.join(self.folder, n) for n in os.listdir(self.folder))
 
 
-def _rotation(axis: int, degrees: float) -> np.ndarray:
+def rotation(axis: int, degrees: float) -> np.ndarray:
+    """3x3 rotation about world axis 0, 1 or 2."""
     t = np.radians(degrees)
     c, s = np.cos(t), np.sin(t)
     i, j = [a for a in range(3) if a != axis]
@@ -281,12 +282,12 @@ def _build_ct(variant: str, folder: Path) -> dict:
         rotation = np.eye(3)
         step = np.array([0.0, 0.0, slice_mm])
     elif variant == "oblique":
-        rotation = _rotation(0, 15.0) @ _rotation(1, 10.0)
+        rotation = rotation(0, 15.0) @ rotation(1, 10.0)
         step = rotation[:, 2] * slice_mm  # slices stacked along their normal
     elif variant == "tilted":
         # The gantry leans about the patient's left-right axis; the table still moves along z, so
         # consecutive planes are offset within the plane by slice_mm * sin(tilt).
-        rotation = _rotation(0, -GANTRY_TILT_DEG)
+        rotation = rotation(0, -GANTRY_TILT_DEG)
         step = np.array([0.0, 0.0, slice_mm])
         header["GantryDetectorTilt"] = DSfloat(GANTRY_TILT_DEG)
     else:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import external
 import numpy as np
 import pydicom
+from external import rotation
 
 from medgan.io.image import make_image
 
@@ -53,16 +54,6 @@ def files_in(folder: str | os.PathLike) -> list[str]:
 
 def read_all(folder: str | os.PathLike) -> list[pydicom.Dataset]:
     return [pydicom.dcmread(path) for path in files_in(folder)]
-
-
-def rotation(axis: int, degrees: float) -> np.ndarray:
-    """3x3 rotation about world axis 0, 1 or 2."""
-    t = np.radians(degrees)
-    c, s = np.cos(t), np.sin(t)
-    i, j = [a for a in range(3) if a != axis]
-    m = np.eye(3)
-    m[i, i], m[i, j], m[j, i], m[j, j] = c, -s, s, c
-    return m
 
 
 def affine(spacing_mm=(0.7, 0.8, 2.5), origin_mm=(90.0, 80.0, -40.0), rotate=None, tilt_deg=0.0) -> np.ndarray:

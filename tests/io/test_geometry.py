@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from external import rotation
 
 from medgan.io.geometry import (
     affine_from_dicom,
@@ -14,14 +15,6 @@ from medgan.io.geometry import (
     sitk_geometry_from_affine,
     spacing_mm,
 )
-
-
-def rotation(axis: int, degrees: float) -> np.ndarray:
-    c, s = np.cos(np.radians(degrees)), np.sin(np.radians(degrees))
-    a, b = [i for i in range(3) if i != axis]
-    r = np.eye(3)
-    r[a, a], r[a, b], r[b, a], r[b, b] = c, -s, s, c
-    return r
 
 
 def test_dicom_affine_maps_pixels_to_patient_positions():
