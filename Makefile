@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.medgan-installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint bench-io sample-data clean-venv
+.PHONY: demo test lint bench-io bench-anon bench-eval sample-data clean-venv
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,14 @@ lint: $(STAMP)
 bench-io: $(STAMP)
 	$(PY) -m pip install --quiet -e ".[$(EXTRAS),bench]"
 	$(PY) benchmarks/io_bench.py
+
+bench-anon: $(STAMP)
+	$(PY) -m pip install --quiet -e ".[$(EXTRAS),bench]"
+	$(PY) benchmarks/anon_bench.py --copies 8
+
+bench-eval: $(STAMP)
+	$(PY) -m pip install --quiet -e ".[$(EXTRAS),features]"
+	$(PY) benchmarks/eval_bench.py
 
 sample-data: $(STAMP)
 	$(PY) sample_data/make_sample_data.py

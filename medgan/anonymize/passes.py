@@ -1,0 +1,353 @@
+"""The de-identification passes over one pydicom dataset (no file I/O here).
+
+`Deidentifier(policy)(ds)` applies PS3.15 Annex E to `ds` in place, at every nesting depth
+and to the file meta, and returns what happened:
+
+- each attribute gets its table action with the options applied (X remove, Z empty, D dummy
+  valid for its VR, U keyed UID, K keep, C clean), combined codes resolved against the IOD;
+- private attributes are removed unless allow-listed (Retain Safe Private); curves and whole
+  overlay groups are removed (an overlay without its data would break the Overlay Plane module);
+- PatientName/PatientID become the patient's pseudonym; dates are shifted per patient under
+  Modified Dates; Clean Descriptors and the identifier sweep replace this patient's known
+  identifiers in the text that is kept;
+- the markers go in: PatientIdentityRemoved, DeidentificationMethod (+ code sequence, CID 7050),
+  LongitudinalTemporalInformationModified.
+
+Files whose pixels may carry burned-in text are quarantined (returned untouched) unless a
+recipe region blanks them. A `Deidentifier` is built once per process; calling it is cheap.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pydicom import config
+from pydicom.datadict import dictionary_VR, keyword_for_tag
+from pydicom.dataelem import DataElement
+from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
+from pydicom.sequence import Sequence
+
+from medgan import __version__
+from medgan.anonymize import dates, iod
+from medgan.anonymize.identity import (
+    collect_identifiers,
+    identifier_kind,
+    identifiers_from,
+    keyed_pseudonym,
+    patient_key,
+    scrubber_for,
+)
+from medgan.anonymize.pixels import blank_regions, burned_in_reason, matching_boxes
+from medgan.anonymize.profile import OPTION_CODES, action_table
+from medgan.anonymize.recipe import Policy
+from medgan.anonymize.uids import UidMapper
+
+__all__ = ["DUMMY", "Deidentifier", "Outcome", "PatientNotMapped"]
+
+DUMMY_TEXT = "ANONYMIZED"
+_BINARY = b"\0" * 8  # a multiple of every binary VR's unit (OB/OW/OF/OL/OD/OV/UN)
+DUMMY: dict[str, object] = {
+    **dict.fromkeys(("AE", "CS", "LO", "LT", "PN", "SH", "ST", "UC", "UR", "UT"), DUMMY_TEXT),
+    **dict.fromkeys(("OB", "OD", "OF", "OL", "OV", "OW", "UN"), _BINARY),
+    **dict.fromkeys(("SL", "SS", "SV", "UL", "US", "UV"), 0),
+    **dict.fromkeys(("FL", "FD"), 0.0),
+    "AS": "000Y",
+    "DA": dates.DUMMY_DATE,
+    "DS": "0",
+    "DT": dates.DUMMY_DATE + "000000",
+    "IS": "0",
+    "TM": "000000",
+}
+_TEXT_VRS = frozenset({"LO", "LT", "PN", "SH", "ST", "UC", "UT"})
+_FREE_TEXT_VRS = frozenset({"LT", "PN", "ST", "UT"})  # replaced inside a D sequence: names and prose
+_META_REMOVED = (0x00020016, 0x00020017, 0x00020018, 0x00020100, 0x00020102)  # sender AE titles, private info
+_PATIENT_NAME, _PATIENT_ID = 0x00100010, 0x00100020
+_TYPE_DEPENDENT = ("X", "Z")  # and every combined code: resolved against the IOD (see iod.py)
+_MAX_DEPTH = 64  # deeper nesting is refused rather than risk the interpreter's recursion limit
+
+
+class PatientNotMapped(Exception):
+    """The recipe's mapping CSV does not name this patient and unmapped_patients is "fail"."""
+
+
+class NestingTooDeep(Exception):
+    """Sequences nested deeper than medgan walks."""
+
+
+@dataclass
+class Outcome:
+    """What happened to one dataset."""
+
+    status: str  # "ok" or "quarantined"
+    reason: str = ""
+    patient: str = ""  # the pseudonym
+    study_uid: str = ""  # new UIDs, for the output layout
+    series_uid: str = ""
+    sop_uid: str = ""
+    pixels_blanked: bool = False
+
+
+@dataclass
+class _Context:
+    iod: str | None
+    date_offset_days: int | None
+    identifiers: set[str]  # gathered while walking, from the values about to be removed or replaced
+    kept_text: list[tuple[Dataset, int]]  # text kept as it is: swept for identifiers afterwards
+    clean_text: list[tuple[Dataset, int]]  # text the profile says to clean (C): scrubbed afterwards
+
+
+class Deidentifier:
+    """Applies one policy; holds the action table and UID mapper (one per process)."""
+
+    def __init__(self, policy: Policy):
+        self.policy = policy
+        self.actions = action_table(policy.columns)
+        self.uids = UidMapper(policy.secret)
+        self.retain_uids = "RetainUIDs" in policy.columns
+        self.codes = ["BasicProfile", *[c for c in OPTION_CODES if c in policy.columns]]
+
+    def __call__(self, ds: Dataset) -> Outcome:
+        policy = self.policy
+        boxes = matching_boxes(ds, policy.pixel_regions)
+        reason = burned_in_reason(ds, policy.burned_in_modalities)
+        if reason and not boxes and policy.quarantine_burned_in:
+            return Outcome("quarantined", reason)
+        key = patient_key(ds)
+        pseudonym = self._pseudonym(ds, key)
+        offset = None
+        if policy.retain_longitudinal == "modified":
+            offset = dates.patient_offset_days(policy.secret, key, policy.max_date_shift_days)
+        sop_class = str(ds.get("SOPClassUID", "") or "")
+        ctx = _Context(iod.iod_for(sop_class), offset, set(), [], [])
+        self._walk(ds, (), ctx, dummy=False, depth=0)
+        # Text is scrubbed after the walk, once every identifier in the file is known (StudyDescription
+        # comes before PatientName in tag order).
+        scrubber = scrubber_for(frozenset(ctx.identifiers))
+        if not scrubber.empty:
+            self._scrub(ctx.clean_text, scrubber)
+            if policy.sweep_identifiers:
+                self._scrub(ctx.kept_text, scrubber)
+        meta = getattr(ds, "file_meta", None)
+        if meta is not None:
+            self._clean_meta(meta)
+        ds[_PATIENT_NAME] = DataElement(_PATIENT_NAME, "PN", pseudonym)
+        ds[_PATIENT_ID] = DataElement(_PATIENT_ID, "LO", pseudonym)
+        if boxes:
+            blank_regions(ds, boxes)
+        self._mark(ds, pixels_blanked=bool(boxes))
+        return Outcome(
+            "ok",
+            patient=pseudonym,
+            study_uid=str(ds.get("StudyInstanceUID", "") or ""),
+            series_uid=str(ds.get("SeriesInstanceUID", "") or ""),
+            sop_uid=str(ds.get("SOPInstanceUID", "") or ""),
+            pixels_blanked=bool(boxes),
+        )
+
+    def _pseudonym(self, ds: Dataset, key: str) -> str:
+        policy = self.policy
+        if policy.mapping:
+            pid = str(ds.get("PatientID", "") or "").strip()
+            if pid in policy.mapping:
+                return policy.mapping[pid]
+            if policy.unmapped_patients == "fail":
+                raise PatientNotMapped("patient not in the mapping CSV")
+        return keyed_pseudonym(policy.secret, key, policy.pseudonym_prefix)
+
+    # -- the walk ---------------------------------------------------------------------------
+
+    def _walk(self, ds: Dataset, path: tuple[str, ...], ctx: _Context, dummy: bool, depth: int) -> None:
+        if depth > _MAX_DEPTH:
+            raise NestingTooDeep(f"sequences nested deeper than {_MAX_DEPTH} levels")
+        private_seen = False
+        for tag in list(ds.keys()):
+            group = tag >> 16
+            if group & 1:
+                private_seen = True
+                continue
+            if not tag & 0xFFFF or 0x5000 <= group <= 0x50FF or 0x6000 <= group <= 0x60FF:
+                # Group lengths (retired, wrong after edits), curves, and whole overlay groups.
+                del ds[tag]
+                continue
+            code = self.actions.get(tag)
+            vr = _vr(ds, tag)
+            if code is None or code == "K":
+                if vr == "SQ":
+                    self._walk_items(ds, tag, path, ctx, dummy, depth)
+                elif dummy and vr in _FREE_TEXT_VRS:
+                    _set(ds, tag, vr, DUMMY_TEXT)
+                elif vr in _TEXT_VRS:
+                    ctx.kept_text.append((ds, tag))
+                continue
+            if code in _TYPE_DEPENDENT or "/" in code:
+                code = iod.resolve(code, iod.required_type(ctx.iod, path, keyword_for_tag(tag)))
+            if code != "U":
+                kind = identifier_kind(tag, vr)
+                if kind is not None:
+                    ctx.identifiers |= identifiers_from(kind, _text(ds, tag))
+            self._apply(ds, tag, vr, code, path, ctx, dummy, depth)
+        if private_seen:
+            self._private(ds)
+
+    def _walk_items(self, ds: Dataset, tag: int, path: tuple[str, ...], ctx: _Context, dummy: bool, depth: int):
+        items = ds[tag].value
+        if not isinstance(items, Sequence):  # a wrong VR: not items at all
+            _set(ds, tag, "SQ", [])
+            return
+        child = (*path, keyword_for_tag(tag) or f"{tag:08X}")
+        for item in items:
+            self._walk(item, child, ctx, dummy, depth + 1)
+
+    def _apply(self, ds, tag, vr, code, path, ctx: _Context, dummy: bool, depth: int) -> None:
+        if code == "X":
+            if vr == "SQ":  # names and IDs inside (OtherPatientIDsSequence...) may recur in kept text
+                for item in _items(ds, tag):
+                    ctx.identifiers |= collect_identifiers(item, self.actions)
+            del ds[tag]
+        elif code == "Z":
+            _set(ds, tag, vr, [] if vr == "SQ" else None)
+        elif code == "U" and vr == "SQ":
+            self._walk_items(ds, tag, path, ctx, dummy, depth)  # X/Z/U* kept: its UIDs follow their rows
+        elif code in ("U", "D") and vr == "UI":
+            if self.retain_uids:
+                return
+            _set(ds, tag, vr, _map_values(ds[tag].value, self.uids))
+        elif code == "D":
+            if vr == "SQ":  # a dummy sequence: same items, every value in them de-identified
+                self._walk_items(ds, tag, path, ctx, True, depth)
+            else:
+                _set(ds, tag, vr, DUMMY.get(vr or "UN", _BINARY))
+        elif code == "C":
+            self._clean(ds, tag, vr, path, ctx, dummy, depth)
+        else:  # U on a non-UI element (a wrong VR): its value is still an identifier
+            _set(ds, tag, vr, DUMMY.get(vr or "UN", _BINARY))
+
+    def _clean(self, ds, tag, vr, path, ctx: _Context, dummy: bool, depth: int) -> None:
+        """C: replace with values of similar meaning that do not identify."""
+        if vr == "SQ":
+            self._walk_items(ds, tag, path, ctx, dummy, depth)
+        elif vr in ("DA", "DT") and ctx.date_offset_days is not None:
+            shift = dates.shift_da if vr == "DA" else dates.shift_dt
+            _set(ds, tag, vr, _map_values(ds[tag].value, lambda v: shift(str(v), ctx.date_offset_days)))
+        elif vr == "TM":
+            return  # a whole-day shift leaves the time of day as it was
+        elif vr == "AE":
+            value = str(ds[tag].value or "")
+            _set(ds, tag, vr, keyed_pseudonym(self.policy.secret, "ae:" + value, "AE", 12) if value else None)
+        elif vr in _TEXT_VRS:
+            ctx.clean_text.append((ds, tag))
+        else:  # binary notes (MakerNote...) cannot be read for identifiers: remove them
+            del ds[tag]
+
+    def _private(self, ds: Dataset) -> None:
+        """Remove private attributes, keeping only allow-listed ones (and their creators)."""
+        allowed = self.policy.safe_private if "RetainSafePrivate" in self.policy.columns else frozenset()
+        kept_blocks: set[tuple[int, int]] = set()
+        creators: dict[tuple[int, int], str] = {}
+        private = [tag for tag in ds.keys() if (tag >> 16) & 1]  # noqa: SIM118  iterating a Dataset yields elements
+        if allowed:
+            creators = {
+                (tag >> 16, tag & 0xFF): str(ds[tag].value or "").strip()
+                for tag in private
+                if 0x10 <= tag & 0xFFFF <= 0xFF
+            }
+            for tag in private:
+                group, element = tag >> 16, tag & 0xFFFF
+                block = element >> 8
+                if block >= 0x10 and (creators.get((group, block), ""), group, element & 0xFF) in allowed:
+                    kept_blocks.add((group, block))
+        for tag in private:
+            group, element = tag >> 16, tag & 0xFFFF
+            if element >= 0x1000 and (group, element >> 8) in kept_blocks:
+                if (creators.get((group, element >> 8), ""), group, element & 0xFF) in allowed:
+                    continue
+            elif 0x10 <= element <= 0xFF and (group, element) in kept_blocks:
+                continue
+            del ds[tag]
+
+    @staticmethod
+    def _scrub(targets: list[tuple[Dataset, int]], scrubber) -> None:
+        """Replace the identifiers wherever they occur in these text elements."""
+        for ds, tag in targets:
+            raw = ds.get_item(tag)
+            value = getattr(raw, "value", None)
+            if isinstance(value, bytes) and not scrubber.may_match(value):
+                continue  # not decoded at all: most kept text never holds an identifier
+            element = ds[tag]
+            if element.value is None:
+                continue
+            new = _map_values(element.value, lambda v: scrubber.scrub(str(v)))
+            if new != element.value:
+                _set(ds, tag, element.VR, new)
+
+    def _clean_meta(self, meta: Dataset) -> None:
+        for tag in _META_REMOVED:
+            if tag in meta:
+                del meta[tag]
+        uid = str(meta.get("MediaStorageSOPInstanceUID", "") or "")
+        if uid and not self.retain_uids:
+            meta.MediaStorageSOPInstanceUID = self.uids(uid)
+
+    def _mark(self, ds: Dataset, pixels_blanked: bool) -> None:
+        codes = [*self.codes, "CleanPixelData"] if pixels_blanked else self.codes
+        ds.PatientIdentityRemoved = "YES"
+        ds.DeidentificationMethod = [OPTION_CODES[c][1] for c in codes] + [f"medgan {__version__}"]
+        items = []
+        for name in codes:
+            item = Dataset()
+            item.CodeValue, item.CodeMeaning = OPTION_CODES[name]
+            item.CodingSchemeDesignator = "DCM"
+            items.append(item)
+        ds.DeidentificationMethodCodeSequence = items
+        longitudinal = self.policy.retain_longitudinal
+        ds.LongitudinalTemporalInformationModified = {"full": "UNMODIFIED", "modified": "MODIFIED"}.get(
+            longitudinal, "REMOVED"
+        )
+        if pixels_blanked:
+            ds.BurnedInAnnotation = "NO"
+
+
+def _vr(ds: Dataset, tag: int) -> str | None:
+    raw = ds.get_item(tag)
+    vr = getattr(raw, "VR", None)
+    if vr and vr != "UN":
+        return str(vr)
+    # Implicit VR, or UN for a tag the dictionary knows: pydicom decodes it with the dictionary VR.
+    try:
+        vr = dictionary_VR(tag)
+    except KeyError:
+        return "UN"
+    return vr.split(" or ")[0] if " or " in vr else vr
+
+
+def _items(ds: Dataset, tag: int) -> list[Dataset]:
+    try:
+        items = ds[tag].value
+    except Exception:
+        return []
+    return list(items) if isinstance(items, Sequence) else []
+
+
+def _text(ds: Dataset, tag: int) -> str:
+    try:
+        value = ds[tag].value
+    except Exception:  # undecodable: no use as an identifier, and removed or replaced anyway
+        return ""
+    return "" if value is None or isinstance(value, bytes) else str(value).strip()
+
+
+def _set(ds: Dataset, tag: int, vr: str | None, value) -> None:
+    vr = vr or "UN"
+    if vr in ("US or SS", "OB or OW", "US or OW", "US or SS or OW"):
+        vr = vr.split(" or ")[0]
+    # Our own values need no validation; an original value kept under a wrong VR must not stop the file.
+    ds[tag] = DataElement(tag, vr, value, validation_mode=config.IGNORE)
+
+
+def _map_values(value, fn):
+    if value is None or value == "":
+        return value
+    if isinstance(value, MultiValue | list | tuple):
+        return [fn(v) for v in value]
+    return fn(value)
