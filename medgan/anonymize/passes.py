@@ -19,10 +19,11 @@ recipe region blanks them. A `Deidentifier` is built once per process; calling i
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from pydicom import config
-from pydicom.datadict import dictionary_VR, keyword_for_tag
+from pydicom.datadict import dictionary_has_tag, dictionary_VR, keyword_for_tag
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
@@ -69,6 +70,10 @@ _MAX_DEPTH = 64  # deeper nesting is refused rather than risk the interpreter's 
 
 class PatientNotMapped(Exception):
     """The recipe's mapping CSV does not name this patient and unmapped_patients is "fail"."""
+
+
+class CorruptValue(Exception):
+    """A kept value that cannot be what its VR says (e.g. a damaged length swallowed later elements)."""
 
 
 class NestingTooDeep(Exception):
@@ -172,7 +177,13 @@ class Deidentifier:
                 continue
             code = self.actions.get(tag)
             vr = _vr(ds, tag)
+            if code is None and _untrusted(tag, vr):
+                del ds[tag]  # an unknown public tag, or one whose VR contradicts the dictionary: unsafe to keep
+                continue
             if code is None or code == "K":
+                if vr in _STRING_VRS and _garbled(ds, tag):
+                    raise CorruptValue(f"{keyword_for_tag(tag) or f'({tag >> 16:04X},{tag & 0xFFFF:04X})'} holds "
+                                       "bytes that are not text (a damaged length?)")  # fmt: skip
                 if vr == "SQ":
                     self._walk_items(ds, tag, path, ctx, dummy, depth)
                 elif dummy and vr in _FREE_TEXT_VRS:
@@ -306,6 +317,32 @@ class Deidentifier:
         )
         if pixels_blanked:
             ds.BurnedInAnnotation = "NO"
+
+
+_STRING_VRS = frozenset(
+    {"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM", "UC", "UI", "UR", "UT"}
+)
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0e-\x1a\x1c-\x1f]")  # text may hold TAB LF FF CR and ESC, nothing else
+
+
+def _garbled(ds: Dataset, tag: int) -> bool:
+    """A kept string with control bytes inside is not a value but swallowed elements: never write it out."""
+    value = ds[tag].value
+    values = value if isinstance(value, MultiValue | list | tuple) else [value]
+    return any(_CONTROL.search(str(v).rstrip("\x00 ")) for v in values if v is not None)
+
+
+def _untrusted(tag: int, vr: str | None) -> bool:
+    """A public attribute the profile does not list is kept only if the dictionary knows it with this VR.
+
+    A damaged tag or length can turn, say, InstitutionName into an unlisted attribute that still
+    holds the name; nothing unknown is known to be safe.
+    """
+    if not dictionary_has_tag(tag):
+        return True
+    if vr is None or vr == "UN":
+        return False
+    return vr not in dictionary_VR(tag).split(" or ")
 
 
 def _vr(ds: Dataset, tag: int) -> str | None:

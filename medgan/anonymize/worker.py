@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import uuid
 import warnings
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_dataset, write_file_meta_info
 from pydicom.pixels.utils import get_expected_length
 
-from medgan.anonymize.passes import Deidentifier, NestingTooDeep, PatientNotMapped
+from medgan.anonymize.passes import CorruptValue, Deidentifier, NestingTooDeep, PatientNotMapped
 from medgan.anonymize.pixels import PixelError, has_pixels
 from medgan.anonymize.quiet import quiet_pydicom
 from medgan.anonymize.recipe import Policy
@@ -78,11 +79,13 @@ def _process(path: str, sidecar: str | None, input_id: str, temp_dir: str) -> Re
         return Result("failed", str(err))
     except _Directory:
         return Result("quarantined", "a DICOMDIR index, not an image: not copied (the output has its own layout)")
+    except Exception as err:  # a value pydicom cannot even convert (e.g. a damaged VR): the file fails
+        return Result("failed", f"truncated or corrupt DICOM ({err.__class__.__name__})")
     try:
         return _deidentify_and_write(ds, input_id, temp_dir)
     except _Failed as err:
         return Result("failed", str(err))
-    except PatientNotMapped as err:
+    except (PatientNotMapped, CorruptValue) as err:
         return Result("failed", str(err))
     except (NestingTooDeep, RecursionError):
         return Result("failed", "sequences nested too deeply")
@@ -122,8 +125,11 @@ def _read(path: str) -> Dataset:
     if not has_preamble and "SOPClassUID" not in ds and "Rows" not in ds:
         raise _Failed("not a DICOM file")
     meta = getattr(ds, "file_meta", None)
+    _check_meta(meta)
     if meta is not None and str(meta.get("MediaStorageSOPClassUID", "")) == _MEDIA_STORAGE_DIRECTORY:
         raise _Directory()
+    if len(ds) == 0:
+        raise _Failed("no data set after the file meta (corrupt file)")
     _check_lengths(ds)
     _check_pixel_length(ds)
     if "Rows" in ds and not has_pixels(ds):
@@ -132,6 +138,21 @@ def _read(path: str) -> Dataset:
     if has_pixels(ds) and ("Rows" not in ds or "Columns" not in ds):
         raise _Failed("pixel data without Rows and Columns")
     return ds
+
+
+_UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
+
+
+def _check_meta(meta: Dataset | None) -> None:
+    """A damaged length in the file meta can swallow the whole data set into one UID value, which
+    would then be written out verbatim: every UID there must look like a UID."""
+    if meta is None:
+        return
+    for keyword in ("MediaStorageSOPClassUID", "MediaStorageSOPInstanceUID", "TransferSyntaxUID"):
+        value = meta.get(keyword)
+        text = "" if value is None else str(value).rstrip("\x00 ")
+        if text and (len(text) > 64 or not _UID.match(text)):
+            raise _Failed(f"corrupt file meta ({keyword} is not a UID)")
 
 
 def _check_lengths(ds: Dataset) -> None:

@@ -101,3 +101,27 @@ def test_any_damaged_file_fails_cleanly_or_comes_out_clean(tmp_path, cut, flip):
         assert not [i for i in SAMPLE_IDENTIFIERS if i.lower() in written]
         assert pydicom.dcmread(temp).PatientIdentityRemoved == "YES"
         os.remove(temp)
+
+
+@pytest.mark.parametrize(
+    ("offset", "flip"),
+    [
+        (162, 32),  # a file-meta length swallows the whole data set into one UID value
+        (162, 1),  # a file-meta VR becomes one pydicom cannot convert
+        (694, 128),  # Modality's length swallows InstitutionName and its neighbours
+        (712, 32),  # InstitutionName's tag turns into an unlisted attribute that still holds the name
+        (750, 255),  # InstitutionAddress's tag turns into one unknown to the dictionary
+    ],
+)
+def test_damage_found_by_sweeping_every_header_byte(tmp_path, offset, flip):
+    """Every header byte of SAMPLE was flipped in four ways; these were the cases that once leaked."""
+    data = bytearray(SAMPLE.read_bytes())
+    data[offset] ^= flip
+    path = tmp_path / "damaged.dcm"
+    path.write_bytes(bytes(data))
+    worker.init_worker(Policy.from_recipe(Recipe(), SECRET))
+    result = worker.process_file(str(path), None, "x", str(tmp_path))
+    assert result.status in ("ok", "failed") and (result.status == "ok" or result.reason)
+    for temp in result.temp_paths:
+        written = open(temp, "rb").read().lower()  # noqa: SIM115
+        assert not [i for i in SAMPLE_IDENTIFIERS if i.lower() in written]
