@@ -1,0 +1,144 @@
+"""One streaming pass over an image set: everything the set metrics and the report need.
+
+Each image is read once (a background thread reads ahead), normalised with the run's window,
+and reduced to: extractor features, a small copy for pixel-space nearest neighbours (64 x 64,
+or 32^3), a 128 x 128 8-bit view for the report (the middle slice of the last axis in 3D), a
+random sample of its voxel values in physical units for the intensity histogram, and, for the
+few images picked for MS-SSIM diversity, a copy in the first image's shape with every axis capped
+at 256 (64 in 3D). No set is ever held in memory at full resolution.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import sys
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from medgan.errors import InputError
+from medgan.metrics.features import FeatureAccumulator, resize
+from medgan.metrics.memorization import unit_vectors
+from medgan.metrics.sets import ImageSet, Window, load_single, shape_text
+
+__all__ = ["SetData", "collect_set", "progress_bar"]
+
+VIEW_SIDE = 128  # report thumbnails, pixels
+PIXEL_SIDE = {2: 64, 3: 32}  # pixel-space nearest neighbours
+DIVERSITY_SIDE = {2: 256, 3: 64}  # MS-SSIM diversity: larger axes shrink to this (5 scales fit 256, 3 fit 64)
+VALUES_PER_SET = 2_000_000  # voxel values kept for the intensity histogram and distance
+READ_AHEAD = 4
+
+
+@dataclass
+class SetData:
+    """What one pass over a set leaves behind, row i for the set's image i."""
+
+    images: ImageSet
+    spatial_dims: int
+    features: np.ndarray | None  # [N, D] or None when no metric needs an extractor
+    pixels: np.ndarray  # [N, P] unit vectors (zero mean, unit norm) of the small copies
+    views: np.ndarray  # [N, VIEW_SIDE, VIEW_SIDE] uint8, window-normalised
+    values: np.ndarray  # voxel values in physical units (a random sample)
+    diversity: np.ndarray | None  # [K, *DIVERSITY_SIDE] in [0, 1], the images picked for MS-SSIM
+    shapes: collections.Counter = field(default_factory=collections.Counter)
+
+
+class _NoProgress:
+    def add_task(self, *args, **kwargs) -> int:
+        return 0
+
+    def advance(self, *args, **kwargs) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def progress_bar(enabled: bool):
+    """A rich progress display on stderr when it is a terminal (or a silent stand-in), cleared when done,
+    so logs and piped output never fill with bars."""
+    if not enabled or not sys.stderr.isatty():
+        yield _NoProgress()
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
+        yield progress
+
+
+def _read_ahead(images: ImageSet) -> Iterator[tuple[np.ndarray, str | None]]:
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending: collections.deque = collections.deque()
+        items = iter(images.items)
+        for item in items:
+            pending.append(pool.submit(load_single, item, images.role))
+            if len(pending) >= READ_AHEAD:
+                break
+        while pending:
+            result = pending.popleft().result()
+            nxt = next(items, None)
+            if nxt is not None:
+                pending.append(pool.submit(load_single, nxt, images.role))
+            yield result
+
+
+def _view(image01: torch.Tensor) -> np.ndarray:
+    """Middle slice of the last axis in 3D, resized to a square thumbnail, rows along the second array axis."""
+    plane = image01[..., image01.shape[-1] // 2] if image01.ndim == 3 else image01
+    small = resize(plane[None, None], (VIEW_SIDE, VIEW_SIDE))[0, 0]
+    return (small.T.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+
+
+def collect_set(
+    images: ImageSet,
+    window: Window,
+    spatial_dims: int,
+    accumulator: FeatureAccumulator | None,
+    diversity_indices: np.ndarray,  # which images to keep for MS-SSIM diversity
+    seed: int,  # voxel sampling
+    progress=None,
+) -> SetData:
+    """Read every image of `images` once and reduce it (see the module docstring)."""
+    rng = np.random.default_rng(seed)
+    per_image = max(1, VALUES_PER_SET // len(images))
+    keep = {int(i): k for k, i in enumerate(diversity_indices)}
+    pixels, views, values, shapes = [], [], [], collections.Counter()
+    diversity = [None] * len(keep)
+    diversity_shape = None
+    task = progress.add_task(f"{images.role:5s} images", total=len(images)) if progress is not None else None
+    for index, (array, _) in enumerate(_read_ahead(images)):
+        if array.ndim != spatial_dims:
+            raise InputError(
+                f"is {array.ndim}D ({shape_text(array.shape)}) but the {images.role} set is {spatial_dims}D; "
+                "every image of a run needs the same number of spatial dimensions",
+                path=images.items[index].source,
+            )
+        shapes[shape_text(array.shape)] += 1
+        flat = array.ravel()
+        values.append(flat[rng.integers(0, flat.size, min(per_image, flat.size))])
+        x01 = torch.from_numpy(window.apply(array))
+        if accumulator is not None:
+            accumulator.add(x01)
+        pixels.append(resize(x01[None, None], (PIXEL_SIDE[spatial_dims],) * spatial_dims)[0, 0].numpy())
+        views.append(_view(x01))
+        if diversity_shape is None:  # never upsample: interpolation would fake structural similarity
+            diversity_shape = tuple(min(n, DIVERSITY_SIDE[spatial_dims]) for n in array.shape)
+        if index in keep:
+            diversity[keep[index]] = resize(x01[None, None], diversity_shape)[0, 0]
+        if task is not None:
+            progress.advance(task)
+    return SetData(
+        images=images,
+        spatial_dims=spatial_dims,
+        features=accumulator.features() if accumulator is not None else None,
+        pixels=unit_vectors(np.stack(pixels)),
+        views=np.stack(views),
+        values=np.concatenate(values).astype(np.float32),
+        diversity=torch.stack(diversity).numpy() if diversity else None,
+        shapes=shapes,
+    )

