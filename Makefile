@@ -4,12 +4,12 @@ PYTHON ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 TORCH_INDEX ?=
-EXTRAS ?= codecs,dev
+EXTRAS ?= codecs,dev,features
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.medgan-installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint bench-io bench-anon bench-eval sample-data clean-venv
+.PHONY: demo test lint bench-io bench-anon bench-eval bench-train sample-data clean-venv
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,9 @@ bench-anon: $(STAMP)
 bench-eval: $(STAMP)
 	$(PY) -m pip install --quiet -e ".[$(EXTRAS),features]"
 	$(PY) benchmarks/eval_bench.py
+
+bench-train: $(STAMP)  # on a GPU when there is one; e.g. make bench-train BENCH_ARGS="--device cpu"
+	$(PY) benchmarks/train_bench.py $(BENCH_ARGS)
 
 sample-data: $(STAMP)
 	$(PY) sample_data/make_sample_data.py

@@ -1,0 +1,215 @@
+"""medgan's trainer against a plain MONAI-tutorial training loop on the same pix2pix networks.
+
+    python benchmarks/train_bench.py                       # GPU: 2D 256x256 batch 16, 3D 96^3 batch 4
+    python benchmarks/train_bench.py --device cpu          # CPU: 2D 32x32 batch 4, 3D 32^3 batch 2
+    python benchmarks/train_bench.py --compile --json out.json --peak-tflops 790
+
+Networks: medgan's default pix2pix pair, `unet` (in 1, out 1 channel) and `patchgan` (in 2),
+built from the same seed for every contender. Data: phantom CT slices/volumes and noisy copies
+(`write_phantom_pairs`), preprocessed once into one `ScanDataset` that every contender reads.
+
+Contenders:
+  plain        a MONAI-tutorial loop: DataLoader(shuffle=True), fp32, eager, BCE-with-logits +
+               100 x L1, Adam, `loss.item()` every step, D's gradients computed in the G phase too
+  plain_tuned  the same loop with TF32, bf16 autocast and channels-last switched on by hand (GPU only)
+  medgan       `medgan.training.train` with its default settings for the device (bf16, channels-last
+               and fused Adam on a GPU; fp32 and fused Adam on the CPU), `--compile` adds torch.compile
+
+Each contender runs `--warmup` steps untimed, then `--steps` timed steps; contenders alternate over
+`--repeats` rounds and the median of each is reported, so drift in machine load hits all alike.
+Model TFLOP/s counts 3 G + 8 D forward FLOPs per sample (G forward and backward; D on real and
+fake with weight gradients, then on fake for the generator without them), from
+`medgan.models.describe`, the same count for every contender.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+
+import torch
+import torch.nn.functional as F
+
+SIZES = {"cuda": {"2d": ([256, 256], 16), "3d": ([96, 96, 96], 4)}, "cpu": {"2d": ([32, 32], 4), "3d": ([32] * 3, 2)}}
+
+
+def make_data(folder: str, size: list[int]):
+    """Phantom pairs of exactly `size` voxels, preprocessed once (cached in memory)."""
+    from medgan.data.datasets import ScanDataset, find_records, write_phantom_pairs
+
+    dims = len(size)
+    spacing = [256.0 / size[0]] * 2 + ([256.0 / size[2]] if dims == 3 else [])
+    csv = write_phantom_pairs(folder, count=4 if dims == 2 else 2, spatial_dims=dims, shape=size, spacing_mm=spacing)
+    window = (-1000.0, 1000.0)
+    data = ScanDataset(find_records(csv), spatial_dims=dims, image_size=size, window=window, source_window=window,
+                       min_foreground_fraction=0.0)  # fmt: skip
+    return csv, data
+
+
+def networks(dims: int, device: torch.device):
+    from medgan.models import build_discriminator, build_generator
+
+    torch.manual_seed(0)
+    g = build_generator("unet", spatial_dims=dims, in_channels=1, out_channels=1).to(device)
+    d = build_discriminator("patchgan", spatial_dims=dims, in_channels=2).to(device)
+    return g, d
+
+
+class Pairs(torch.utils.data.Dataset):
+    """The shared dataset as a tutorial would index it: one random slab/crop seed per item."""
+
+    def __init__(self, data):
+        self.data = data
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, i: int):
+        return self.data[(i, i)]
+
+
+def plain_loop(data, dims: int, batch: int, steps: int, warmup: int, device: torch.device, tuned: bool) -> float:
+    """samples/s of a MONAI-tutorial pix2pix loop (optionally with TF32, bf16 and channels-last by hand)."""
+    g, d = networks(dims, device)
+    layout = (torch.channels_last if dims == 2 else torch.channels_last_3d) if tuned else torch.contiguous_format
+    g, d = g.to(memory_format=layout), d.to(memory_format=layout)
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tuned
+    g_opt = torch.optim.Adam(g.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    d_opt = torch.optim.Adam(d.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    loader = torch.utils.data.DataLoader(Pairs(data), batch_size=batch, shuffle=True, drop_last=True)
+    autocast = (lambda: torch.autocast(device.type, torch.bfloat16)) if tuned else contextlib.nullcontext
+
+    def bce(logits, target: float):
+        return sum(F.binary_cross_entropy_with_logits(t, torch.full_like(t, target)) for t in logits) / len(logits)
+
+    done, epoch_loss, start = 0, 0.0, None
+    while done < warmup + steps:
+        for item in loader:
+            if done == warmup:
+                _sync(device)
+                start = time.perf_counter()
+            if done == warmup + steps:
+                break
+            source = item["source"].to(device).contiguous(memory_format=layout)
+            target = item["image"].to(device).contiguous(memory_format=layout)
+            with autocast():
+                fake = g(source)
+                d_opt.zero_grad()
+                loss_d = 0.5 * (bce(d(torch.cat([source, target], 1)), 1.0)
+                                + bce(d(torch.cat([source, fake.detach()], 1)), 0.0))  # fmt: skip
+            loss_d.backward()
+            d_opt.step()
+            g_opt.zero_grad()
+            with autocast():
+                loss_g = bce(d(torch.cat([source, fake], 1)), 1.0) + 100.0 * F.l1_loss(fake, target)
+            loss_g.backward()
+            g_opt.step()
+            epoch_loss += loss_g.item()  # what the tutorials print each epoch
+            done += 1
+    _sync(device)
+    return steps * batch / (time.perf_counter() - start)
+
+
+def medgan_trainer(csv: str, size: list[int], batch: int, steps: int, warmup: int, device: torch.device,
+                   compile_networks: bool, folder: str) -> tuple[float, dict]:  # fmt: skip
+    """samples/s of `medgan.training.train` over the timed intervals (its own stats.jsonl)."""
+    from medgan.config import load_config
+    from medgan.training import TrainConfig, train
+
+    window = "[-1000.0, 1000.0]"
+    overrides = [
+        "task=pix2pix", f"data.source={csv}", f"data.spatial_dims={len(size)}", f"data.image_size={size}",
+        f"data.window={window}", f"data.source_window={window}", "data.min_foreground_fraction=0.0",
+        "generator.name=unet", "discriminator.name=patchgan", "optim.betas=[0.5,0.999]",
+        f"train.steps={warmup + steps}", f"train.batch_size={batch}", f"train.log_every_steps={warmup}",
+        f"train.device={device.type}", f"train.compile={str(compile_networks).lower()}", "train.tensorboard=false",
+        "train.ema_halflife_images=0", "train.ema_rampup_ratio=null", "train.num_samples=2",
+    ]  # fmt: skip
+    cfg = load_config(TrainConfig, None, overrides)
+    run = train(cfg, run_dir=folder)
+    with open(os.path.join(run, "stats.jsonl")) as fh:
+        records = [json.loads(line) for line in fh][1:]  # the intervals after the warm-up
+    seconds = sum(warmup * batch / r["samples_per_s"] for r in records)
+    from medgan.training.precision import resolve_precision
+
+    settings = {"precision": resolve_precision(cfg.train.precision, device), "channels_last": device.type == "cuda",
+                "compile": compile_networks, "fused_adam": True}  # what "auto" resolves to on this device  # fmt: skip
+    return len(records) * warmup * batch / seconds, settings
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", choices=["cuda", "cpu"], default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--only", choices=["2d", "3d"], help="one case instead of both")
+    parser.add_argument("--steps", type=int, help="timed steps per run (default: 40 on GPU, 6 on CPU)")
+    parser.add_argument("--warmup", type=int, help="untimed steps first; also the trainer's log interval")
+    parser.add_argument("--repeats", type=int, default=3, help="alternating rounds; medians are reported")
+    parser.add_argument("--compile", action="store_true", help="medgan with torch.compile")
+    parser.add_argument("--peak-tflops", type=float, help="the device's bf16 peak, to print a fraction of it")
+    parser.add_argument("--json", help="also write the figures here")
+    args = parser.parse_args(argv)
+    device = torch.device(args.device)
+    warmup = args.warmup or (10 if device.type == "cuda" else 2)
+    steps = args.steps or (40 if device.type == "cuda" else 6)
+    steps = max(warmup, steps // warmup * warmup)  # whole trainer log intervals
+    from medgan.models import describe
+
+    result = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+              "torch": torch.__version__, "threads": torch.get_num_threads(), "cases": {}}  # fmt: skip
+    for case, (size, batch) in SIZES[device.type].items():
+        if args.only and case != args.only:
+            continue
+        with tempfile.TemporaryDirectory() as folder:
+            csv, data = make_data(os.path.join(folder, "pairs"), size)
+            g, d = networks(len(size), torch.device("cpu"))
+            flops = (
+                3 * describe(g, (1, 1, *size))["flops_per_sample"] + 8 * describe(d, (1, 2, *size))["flops_per_sample"]
+            )
+            runs: dict[str, list[float]] = {"plain": [], "medgan": []}
+            if device.type == "cuda":
+                runs["plain_tuned"] = []
+            settings = {}
+            for round_index in range(args.repeats):
+                order = list(runs) if round_index % 2 == 0 else list(reversed(runs))  # no contender always first
+                for name in order:
+                    if name == "medgan":
+                        rate, settings = medgan_trainer(csv, size, batch, steps, warmup, device, args.compile,
+                                                        os.path.join(folder, f"run{round_index}"))  # fmt: skip
+                    else:
+                        rate = plain_loop(data, len(size), batch, steps, warmup, device, tuned=name == "plain_tuned")
+                    runs[name].append(rate)
+        best_stock = max(statistics.median(runs[k]) for k in runs if k.startswith("plain"))
+        figures = {k: statistics.median(v) for k, v in runs.items()}
+        entry = {"size": size, "batch": batch, "samples_per_s": figures, "all_runs": runs,
+                 "ratio_vs_plain": figures["medgan"] / figures["plain"],
+                 "ratio_vs_best_stock": figures["medgan"] / best_stock, "train_flops_per_sample": flops,
+                 "tflops": {k: v * flops / 1e12 for k, v in figures.items()}, "medgan_settings": settings}  # fmt: skip
+        if args.peak_tflops:
+            entry["fraction_of_peak"] = {k: v / args.peak_tflops for k, v in entry["tflops"].items()}
+        result["cases"][case] = entry
+        shape = "x".join(map(str, size))
+        print(f"{case} {shape} batch {batch} on {result['device']}:")
+        for name, rate in figures.items():
+            peak = f"  {entry['fraction_of_peak'][name]:.1%} of peak" if args.peak_tflops else ""
+            print(f"  {name:12s} {rate:9.1f} samples/s  {entry['tflops'][name]:8.3f} model TFLOP/s{peak}")
+        ratios = entry["ratio_vs_plain"], entry["ratio_vs_best_stock"]
+        print(f"  ratio medgan / plain: {ratios[0]:.2f}   medgan / best stock: {ratios[1]:.2f}")
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(result, fh, indent=2)
+    return result
+
+
+if __name__ == "__main__":
+    main()

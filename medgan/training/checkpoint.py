@@ -1,0 +1,135 @@
+"""Checkpoints: state dicts + the resolved config + a format version, written atomically.
+
+A checkpoint is a dict of tensors, numbers, strings, lists and dicts only, so it loads with
+`torch.load(..., weights_only=True)`: no pickled classes that break when code moves
+(StyleGAN's lesson). It is written to a hidden temporary file and renamed, so a run folder
+never holds a half-written one, even if the process dies mid-write.
+
+    {"format_version": 1, "config": {...}, "step": int, "images_seen": int,
+     "networks": {name: state_dict}, "ema": {name: state_dict}, "optimizers": {...},
+     "scalers": {...}, "augment": {...}, "rng": [per-rank states], "data_record": {...}}
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import random
+import re
+from typing import Any
+
+import numpy as np
+import torch
+
+from medgan.errors import ConfigError, InputError
+from medgan.io.atomic import atomic_file
+from medgan.training.config import architecture_of
+
+__all__ = [
+    "FORMAT_VERSION",
+    "check_compatible",
+    "checkpoint_paths",
+    "get_rng_state",
+    "latest_checkpoint",
+    "load_checkpoint",
+    "save_checkpoint",
+    "set_rng_state",
+]
+
+FORMAT_VERSION = 1
+_NAME = re.compile(r"^step_(\d+)\.pt$")
+_REQUIRED = ("format_version", "config", "step", "networks")
+
+
+def checkpoint_paths(run_dir: str) -> list[str]:
+    """The run's checkpoints, oldest first (temporary `.partial` files are not checkpoints)."""
+    found = []
+    for path in glob.glob(os.path.join(run_dir, "checkpoints", "step_*.pt")):
+        match = _NAME.match(os.path.basename(path))
+        if match:
+            found.append((int(match.group(1)), path))
+    return [path for _, path in sorted(found)]
+
+
+def latest_checkpoint(run_dir: str) -> str | None:
+    paths = checkpoint_paths(run_dir)
+    return paths[-1] if paths else None
+
+
+def save_checkpoint(run_dir: str, step: int, state: dict[str, Any], keep: int = 3) -> str:
+    """Write `checkpoints/step_NNNNNNN.pt` atomically; delete all but the newest `keep`."""
+    path = os.path.join(run_dir, "checkpoints", f"step_{step:07d}.pt")
+    with atomic_file(path, overwrite=True, suffix=".pt") as temp:
+        torch.save({"format_version": FORMAT_VERSION, **state}, temp)
+    for old in checkpoint_paths(run_dir)[:-keep]:
+        os.remove(old)
+    return path
+
+
+def load_checkpoint(path: str, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load and check a checkpoint; a damaged or foreign file is an `InputError` naming it."""
+    if not os.path.isfile(path):
+        raise InputError("no such checkpoint file", path=path)
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # zip, pickle and EOF errors from a truncated or foreign file
+        raise InputError(
+            f"not a readable medgan checkpoint ({type(err).__name__}: truncated, corrupted or not a checkpoint); "
+            "use another checkpoint of the run, or retrain",
+            path=path,
+        ) from None
+    if not isinstance(state, dict) or any(key not in state for key in _REQUIRED):
+        raise InputError("not a medgan checkpoint (it lacks the networks, config or step)", path=path)
+    if state["format_version"] != FORMAT_VERSION:
+        raise InputError(
+            f"checkpoint format version {state['format_version']} is not {FORMAT_VERSION}, the version "
+            "this medgan reads; use the medgan release that wrote it",
+            path=path,
+        )
+    return state
+
+
+def check_compatible(stored_config: dict[str, Any], config: dict[str, Any], path: str) -> None:
+    """Refuse a checkpoint whose networks were built from a different configuration."""
+    stored, current = architecture_of(stored_config), architecture_of(config)
+    for key in stored:
+        if stored[key] != current[key]:
+            raise ConfigError(
+                f"checkpoint was trained with {key} = {_short(stored[key])}, "
+                f"but this config has {_short(current[key])}; "
+                "resume with the run's own config.yaml or start a new --run-dir",
+                path=path,
+            )
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+def get_rng_state() -> dict[str, Any]:
+    """This process's global random states: torch (CPU and every GPU), numpy and Python."""
+    _, keys, pos, has_gauss, cached = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+        "python": _plain_tuple(random.getstate()),
+    }  # fmt: skip
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    n = state["numpy"]
+    np.random.set_state(
+        ("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"])
+    )
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+
+
+def _plain_tuple(value: Any) -> Any:
+    return [_plain_tuple(v) for v in value] if isinstance(value, tuple | list) else value

@@ -1,0 +1,205 @@
+"""The training config: one validated tree, read once at the edge (`medgan train -c CONFIG`).
+
+Every section has defaults, so a YAML file holds only what differs. `docs/training.md`
+describes every key; the debug and GPU configs in `configs/` are worked examples.
+
+    from medgan.config import load_config
+    from medgan.training.config import TrainConfig
+    cfg = load_config(TrainConfig, "configs/debug_cpu_unconditional.yaml", ["train.steps=20"])
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from medgan.config import Section
+
+__all__ = [
+    "AugmentConfig",
+    "DataConfig",
+    "LossConfig",
+    "NetworkConfig",
+    "OptimConfig",
+    "RunConfig",
+    "TrainConfig",
+    "architecture_of",
+]
+
+AUGMENT_OPS = ("flip", "rot90", "translate", "scale", "cutout", "intensity")
+
+
+class NetworkConfig(Section):
+    """A network by registry name; `options` are its builder's keyword arguments.
+
+    `spatial_dims` and, where the builder takes them and `options` leaves them out,
+    `image_size`, `in_channels`, `out_channels`, `num_classes` and `num_labels` are filled
+    in from the data, so a config names each size once.
+    """
+
+    name: str
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class DataConfig(Section):
+    """Where the scans are and how one training sample is cut from them."""
+
+    source: str = "sample_data"  # a folder of NIfTI/DICOM, or a CSV (columns: image, label, source, label_map)
+    source_b: str | None = None  # cyclegan: the second domain (a folder or a CSV with an image column)
+    spatial_dims: Literal[2, 3] = 2  # 2: slices (2D images are used whole); 3: volumes or patches
+    image_size: list[int] = Field(default_factory=lambda: [64, 64])  # voxels per axis of one sample
+    spacing_mm: list[float] | None = None  # resample to this voxel size (mm): in-plane for 2D; None keeps it
+    slice_axis: Literal[0, 1, 2] = 2  # 2D from 3D scans: the axis slices are cut across (2: axial in RAS)
+    slab_slices: int = Field(default=1, ge=1)  # 2D: neighbouring slices stacked as channels (odd; 1 = single)
+    slice_range: tuple[float, float] = (0.0, 1.0)  # 2D: the part of each volume slices come from (fractions)
+    min_foreground_fraction: float = Field(default=0.05, ge=0.0, le=1.0)  # skip slices with less tissue
+    window: tuple[float, float] | None = None  # physical units mapped to [-1, 1] (HU for CT); None: percentiles
+    window_percentiles: tuple[float, float] = (0.5, 99.5)  # used when window is None
+    source_window: tuple[float, float] | None = None  # pix2pix: window of the input images; None: percentiles
+    crop: Literal["random", "center"] = "random"  # how a sample is cut from a larger slice or volume
+    cache: Literal["memory", "disk", "none"] = "memory"  # MONAI CacheDataset, PersistentDataset, or neither
+    cache_dir: str | None = None  # for cache: disk; default <run folder>/cache
+    num_workers: int = Field(default=0, ge=0)  # DataLoader worker processes per training process
+
+    @field_validator("image_size")
+    @classmethod
+    def _positive_size(cls, size: list[int]) -> list[int]:
+        if not size or min(size) < 1:
+            raise ValueError("needs one positive voxel count per axis")
+        return size
+
+    @field_validator("slab_slices")
+    @classmethod
+    def _odd_slab(cls, slab: int) -> int:
+        if slab % 2 == 0:
+            raise ValueError("must be odd, so that a slab has a middle slice")
+        return slab
+
+    @model_validator(mode="after")
+    def _axes_match(self) -> DataConfig:
+        if len(self.image_size) != self.spatial_dims:
+            raise ValueError(f"image_size {self.image_size} needs {self.spatial_dims} values for spatial_dims")
+        if self.spacing_mm is not None and (len(self.spacing_mm) != self.spatial_dims or min(self.spacing_mm) <= 0):
+            raise ValueError(f"spacing_mm needs {self.spatial_dims} positive values (mm), got {self.spacing_mm}")
+        low, high = self.slice_range
+        if not 0.0 <= low < high <= 1.0:
+            raise ValueError(f"slice_range {list(self.slice_range)} must satisfy 0 <= low < high <= 1")
+        for name in ("window", "source_window"):
+            value = getattr(self, name)
+            if value is not None and not value[0] < value[1]:
+                raise ValueError(f"{name} {list(value)} must be [low, high] with low < high")
+        return self
+
+
+class LossConfig(Section):
+    """Adversarial loss, regularization and the task's auxiliary terms."""
+
+    gan: Literal["logistic", "hinge", "lsgan", "wgan-gp"] = "logistic"  # logistic: non-saturating
+    r1_gamma: float = Field(default=0.0, ge=0.0)  # R1 penalty weight on real images; 0 is off
+    r1_interval_steps: int = Field(default=16, ge=1)  # lazy R1: every this many steps, scaled up to match
+    gp_weight: float = Field(default=10.0, ge=0.0)  # wgan-gp gradient penalty weight
+    reconstruction: Literal["l1", "l2"] = "l1"  # pix2pix / label2image: distance to the paired target
+    reconstruction_weight: float = Field(default=100.0, ge=0.0)
+    cycle_weight: float = Field(default=10.0, ge=0.0)  # cyclegan: A -> B -> A and B -> A -> B
+    identity_weight: float = Field(default=0.5, ge=0.0)  # cyclegan: times cycle_weight, G_ab(b) ~ b
+    feature_matching_weight: float = Field(default=0.0, ge=0.0)  # patch discriminators' features (pix2pixHD)
+    perceptual_weight: float = Field(default=0.0, ge=0.0)  # distance in a user-supplied feature network
+    perceptual_network: str | None = None  # your feature network: torch.export .pt2 or TorchScript; never downloaded
+
+    @model_validator(mode="after")
+    def _network_for_weight(self) -> LossConfig:
+        if self.perceptual_weight > 0 and not self.perceptual_network:
+            raise ValueError("perceptual_weight > 0 needs perceptual_network: a .pt2 (torch.export) or TorchScript")
+        return self
+
+
+class AugmentConfig(Section):
+    """DiffAugment on everything the discriminator sees; ADA tunes the probability."""
+
+    ops: list[str] = Field(default_factory=list)  # any of flip, rot90, translate, scale, cutout, intensity
+    p: float = Field(default=0.0, ge=0.0, le=1.0)  # probability of each op per sample (ADA's start value)
+    ada_target: float | None = Field(default=None, gt=0.0, lt=1.0)  # E[sign D(real)] to hold; None: fixed p
+    ada_speed_images: int = Field(default=500_000, ge=1)  # images for p to move by 1
+    ada_interval_steps: int = Field(default=4, ge=1)
+    translate_fraction: float = Field(default=0.125, ge=0.0, le=0.5)  # of the smallest field of view
+    scale_log2_sd: float = Field(default=0.2, ge=0.0)  # isotropic zoom, log2 standard deviation
+    cutout_fraction: float = Field(default=0.5, gt=0.0, le=1.0)  # cube side / field of view
+    brightness_sd: float = Field(default=0.1, ge=0.0)  # additive, in normalized units ([-1, 1] data)
+    contrast_log2_sd: float = Field(default=0.5, ge=0.0)
+
+    @field_validator("ops")
+    @classmethod
+    def _known_ops(cls, ops: list[str]) -> list[str]:
+        for op in ops:
+            if op not in AUGMENT_OPS:
+                raise ValueError(f"unknown augmentation {op!r} (valid: {', '.join(AUGMENT_OPS)})")
+        return ops
+
+
+class OptimConfig(Section):
+    """Adam for both players; the learning rate can decay linearly to 0 at the end."""
+
+    optimizer: Literal["adam", "adamw"] = "adam"
+    g_lr: float = Field(default=2e-4, gt=0.0)
+    d_lr: float = Field(default=2e-4, gt=0.0)
+    betas: tuple[float, float] = (0.5, 0.999)
+    weight_decay: float = Field(default=0.0, ge=0.0)
+    grad_clip_norm: float | None = Field(default=None, gt=0.0)  # clip each player's gradient norm; None: off
+    lr_decay_start: float | None = Field(default=None, ge=0.0, lt=1.0)  # fraction of steps; then linear to 0
+    fused: bool | Literal["auto"] = "auto"  # fused Adam kernels (auto: on for CUDA and CPU)
+
+
+class RunConfig(Section):
+    """Length, batch, device, precision, EMA and how often to log, sample and checkpoint."""
+
+    steps: int = Field(default=10_000, ge=1)  # optimizer steps for each player
+    batch_size: int = Field(default=16, ge=1)  # per process (GPU); images per step = batch_size x world size
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"  # auto: bf16 on a GPU that has it, else fp32
+    channels_last: bool | Literal["auto"] = "auto"  # channels-last memory layout (auto: on with CUDA)
+    compile: bool = False  # torch.compile the networks (first steps slower; GPU)
+    ema_halflife_images: float = Field(default=10_000, ge=0.0)  # generator EMA; 0 copies the weights
+    ema_rampup_ratio: float | None = Field(default=0.05, gt=0.0)  # halflife <= ratio x images seen
+    log_every_steps: int = Field(default=50, ge=1)
+    sample_every_steps: int = Field(default=500, ge=1)
+    checkpoint_every_steps: int = Field(default=1000, ge=1)
+    keep_checkpoints: int = Field(default=3, ge=1)  # the newest this many are kept
+    num_samples: int = Field(default=8, ge=1)  # images in each sample grid
+    tensorboard: bool = True
+
+
+class TrainConfig(Section):
+    """Everything `medgan train` needs."""
+
+    task: str = "unconditional"  # an objective: unconditional, conditional, pix2pix, cyclegan, label2image
+    seed: int = 0
+    data: DataConfig = Field(default_factory=DataConfig)
+    generator: NetworkConfig = Field(default_factory=lambda: NetworkConfig(name="resgen"))
+    discriminator: NetworkConfig = Field(default_factory=lambda: NetworkConfig(name="resnet"))
+    loss: LossConfig = Field(default_factory=LossConfig)
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    train: RunConfig = Field(default_factory=RunConfig)
+
+    @field_validator("task")
+    @classmethod
+    def _known_task(cls, task: str) -> str:
+        from medgan.training.objectives import OBJECTIVES
+
+        if task not in OBJECTIVES:
+            raise ValueError(OBJECTIVES.unknown_message(task))
+        return task
+
+
+def architecture_of(config: dict[str, Any]) -> dict[str, Any]:
+    """The part of a (dumped) config that fixes the networks' shapes: what a checkpoint must match."""
+    data = config.get("data", {})
+    return {
+        "task": config.get("task"),
+        "generator": config.get("generator"),
+        "discriminator": config.get("discriminator"),
+        "data.spatial_dims": data.get("spatial_dims"),
+        "data.image_size": data.get("image_size"),
+        "data.slab_slices": data.get("slab_slices"),
+    }

@@ -1,0 +1,177 @@
+"""What a run reports: `stats.jsonl`, TensorBoard events, sample grids and a progress line.
+
+Only rank 0 writes or prints. Losses are accumulated on the device and read once per log
+interval, so logging never stalls the GPU between steps; the same read checks that no loss
+has become NaN or infinite (and names the first step where one did).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from medgan.errors import MedganError
+from medgan.inference.png import encode_png, to_uint8
+from medgan.training.events import EventWriter
+
+__all__ = ["RunLogger", "Stats", "TrainingDiverged", "sample_grid"]
+
+
+class TrainingDiverged(MedganError):
+    """A loss became NaN or infinite: the run stops before writing another checkpoint."""
+
+
+class Stats:
+    """Running means of named scalars on the device, with the first step each went non-finite."""
+
+    def __init__(self) -> None:
+        self._sums: dict[str, Tensor] = {}
+        self._counts: dict[str, int] = {}
+        self._first_bad: dict[str, Tensor] = {}
+
+    def add(self, step: int, values: dict[str, Tensor]) -> None:
+        for name, value in values.items():
+            value = value.detach().float()
+            bad_at = torch.where(torch.isfinite(value), math.inf, float(step))
+            if name in self._sums:
+                self._sums[name] += value
+                self._counts[name] += 1
+                self._first_bad[name] = torch.minimum(self._first_bad[name], bad_at)
+            else:
+                self._sums[name], self._counts[name], self._first_bad[name] = value.clone(), 1, bad_at
+
+    def check_finite(self) -> None:
+        """Raise `TrainingDiverged` if any value was NaN/Inf since the last `means()`."""
+        if not self._first_bad:
+            return
+        names = list(self._first_bad)
+        first = torch.stack([self._first_bad[n] for n in names]).tolist()
+        bad = [(step, name) for step, name in zip(first, names, strict=True) if math.isfinite(step)]
+        if bad:
+            step, name = min(bad)
+            raise TrainingDiverged(
+                f"{name} became NaN or infinite at step {int(step)}; no checkpoint was written after it. "
+                "Lower optim.g_lr/optim.d_lr, set optim.grad_clip_norm, or use train.precision=fp32, "
+                "then resume from the last checkpoint (--resume)"
+            )
+
+    def means(self) -> dict[str, float]:
+        """Means since the last call (one device read), then reset."""
+        if not self._sums:
+            return {}
+        names = list(self._sums)
+        values = torch.stack([self._sums[n] / self._counts[n] for n in names]).tolist()
+        self._sums, self._counts, self._first_bad = {}, {}, {}
+        return dict(zip(names, values, strict=True))
+
+
+def _planes(volume: np.ndarray) -> list[np.ndarray]:
+    """Middle slices of an (i, j, k) volume in the three planes, rotated so k (superior) is up."""
+    i, j, k = volume.shape
+    return [np.rot90(volume[:, :, k // 2]), np.rot90(volume[:, j // 2, :]), np.rot90(volume[i // 2, :, :])]
+
+
+def sample_grid(rows: Sequence[Tensor], columns: int) -> np.ndarray:
+    """An 8-bit grid of normalized images ([-1, 1]): one row per tensor, one column per sample.
+
+    2D tiles show the middle channel; 3D tiles show the middle axial, coronal and sagittal slices.
+    Tiles smaller than 64 pixels are enlarged (nearest neighbour) so that they can be seen.
+    """
+    tiles_by_row = []
+    for batch in rows:
+        batch = batch.detach().float().cpu()[:columns]
+        tiles = []
+        for sample in batch:
+            image = sample[sample.shape[0] // 2].numpy()
+            planes = [np.rot90(image)] if image.ndim == 2 else _planes(image)
+            height = max(p.shape[0] for p in planes)
+            planes = [np.pad(p, ((0, height - p.shape[0]), (0, 1)), constant_values=-1.0) for p in planes]
+            tiles.append(np.concatenate(planes, axis=1))
+        tiles_by_row.append(tiles)
+    tile_h = max(t.shape[0] for row in tiles_by_row for t in row)
+    tile_w = max(t.shape[1] for row in tiles_by_row for t in row)
+    grid = np.full((len(rows) * (tile_h + 1), columns * (tile_w + 1)), -1.0)
+    for r, tiles in enumerate(tiles_by_row):
+        for c, tile in enumerate(tiles):
+            y, x = r * (tile_h + 1), c * (tile_w + 1)
+            grid[y : y + tile.shape[0], x : x + tile.shape[1]] = tile
+    zoom = max(1, 64 // tile_h)
+    return to_uint8(grid.repeat(zoom, axis=0).repeat(zoom, axis=1), -1.0, 1.0)
+
+
+class RunLogger:
+    """Rank 0's reporter; on other ranks every method does nothing."""
+
+    def __init__(self, run_dir: str, enabled: bool, total_steps: int, start_step: int, images_per_step: int,
+                 tensorboard: bool = True):  # fmt: skip
+        self.run_dir, self.enabled, self.total_steps = run_dir, enabled, total_steps
+        self.images_per_step = images_per_step
+        self._events = EventWriter(run_dir) if enabled and tensorboard else None
+        self._last_time, self._last_step, self._start_time = time.perf_counter(), start_step, time.perf_counter()
+        self._stats_path = os.path.join(run_dir, "stats.jsonl")
+        self._tty = sys.stderr.isatty()
+
+    def log(self, step: int, losses: dict[str, float], extra: dict[str, float]) -> dict:
+        """Record the interval ending after `step` steps; returns the record written.
+
+        samples_per_s counts images of all processes together.
+        """
+        now = time.perf_counter()
+        steps_per_s = (step - self._last_step) / max(now - self._last_time, 1e-9)
+        record = {"step": step, "images_seen": step * self.images_per_step, **losses, **extra,
+                  "samples_per_s": steps_per_s * self.images_per_step, "time_s": now - self._start_time}  # fmt: skip
+        self._last_time, self._last_step = now, step
+        if not self.enabled:
+            return record
+        with open(self._stats_path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record) + "\n")
+        if self._events is not None:
+            self._events.scalars(step, {k: v for k, v in record.items() if k not in ("step", "time_s")})
+            self._events.flush()
+        self._progress(step, record)
+        return record
+
+    def _progress(self, step: int, record: dict) -> None:
+        rate = record["samples_per_s"]
+        eta_s = (self.total_steps - step) * self.images_per_step / max(rate, 1e-9)
+        done = int(20 * step / self.total_steps)
+        losses = " ".join(f"{k}={v:.4g}" for k, v in record.items() if k.startswith("loss"))
+        line = (f"[{'#' * done}{'.' * (20 - done)}] step {step}/{self.total_steps} {losses} | "
+                f"{rate:.1f} samples/s | ETA {_duration(eta_s)}")  # fmt: skip
+        # A terminal gets one line rewritten in place; a log file gets a line per interval.
+        print(("\r\033[K" + line) if self._tty else line, end="" if self._tty else "\n", file=sys.stderr, flush=True)
+
+    def samples(self, step: int, rows: Sequence[Tensor], columns: int) -> str | None:
+        """Write `samples/step_NNNNNNN.png` (and the same grid to TensorBoard); returns its path."""
+        if not self.enabled:
+            return None
+        grid = sample_grid(rows, columns)
+        png = encode_png(grid)
+        path = os.path.join(self.run_dir, "samples", f"step_{step:07d}.png")
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as fh:
+            fh.write(png)
+        if self._events is not None:
+            self._events.image(step, "samples", png, *grid.shape)
+            self._events.flush()
+        return path
+
+    def close(self) -> None:
+        if self.enabled and self._tty:
+            print(file=sys.stderr)
+        if self._events is not None:
+            self._events.close()
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"

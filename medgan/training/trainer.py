@@ -1,0 +1,275 @@
+"""The training loop: one file, read top to bottom (after EDM's `training_loop.py`).
+
+    from medgan.training import train
+    run_dir = train(cfg)                      # cfg: a validated TrainConfig
+
+Set-up, then for every step: generators run once; discriminator phase; lazy R1; generator
+phase; EMA; ADA; log; sample; checkpoint. Task logic lives in an objective
+(`objectives.py`), so every task shares this loop. A run resumes exactly: weights,
+optimizers, EMA, augmentation state, step, every random state and the data order.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+import random
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, default_collate
+
+from medgan.config import dump_config
+from medgan.errors import ConfigError
+from medgan.io.atomic import atomic_file
+from medgan.training import build
+from medgan.training.augment import Augment
+from medgan.training.checkpoint import (
+    check_compatible,
+    get_rng_state,
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+    set_rng_state,
+)
+from medgan.training.config import TrainConfig
+from medgan.training.distributed import Dist, setup
+from medgan.training.ema import EMA
+from medgan.training.logging import RunLogger, Stats
+from medgan.training.objectives import OBJECTIVES, objective_class
+from medgan.training.precision import (
+    Precision,
+    configure_backends,
+    memory_format,
+    requires_grad,
+    resolve_device,
+    resolve_precision,
+    step,
+)
+
+__all__ = ["train"]
+
+log = logging.getLogger(__name__)
+
+
+def train(cfg: TrainConfig, run_dir: str | None = None, resume: bool = False, name: str = "run") -> str:
+    """Train the config's task; returns the run folder. `name` prefixes a new run folder's name."""
+    dist = setup(cfg.train.device)
+    try:
+        return _train(cfg, dist, run_dir, resume, name)
+    except torch.cuda.OutOfMemoryError:
+        raise ConfigError(
+            f"out of GPU memory with train.batch_size {cfg.train.batch_size} and data.image_size "
+            f"{cfg.data.image_size}: lower either, or set train.precision=bf16"
+        ) from None
+    finally:
+        dist.shutdown()
+
+
+def _train(cfg: TrainConfig, dist: Dist, run_dir: str | None, resume: bool, name: str) -> str:
+    # Device, precision and layout: decided here, nowhere else.
+    device = resolve_device(cfg.train.device, dist.local_rank)
+    precision = Precision(resolve_precision(cfg.train.precision, device), device)
+    channels_last = device.type == "cuda" if cfg.train.channels_last == "auto" else cfg.train.channels_last
+    layout = memory_format(cfg.data.spatial_dims, channels_last)
+    configure_backends(device)
+    build.check_network_names(cfg.generator, cfg.discriminator)
+
+    # The run folder (chosen on rank 0) and, when resuming, its newest checkpoint.
+    run_dir = dist.broadcast_object(build.resolve_run_dir(run_dir, resume, name) if dist.is_main else None)
+    checkpoint = load_checkpoint(latest_checkpoint(run_dir)) if resume else None
+    config = cfg.model_dump(mode="json")
+    if checkpoint is not None:
+        check_compatible(checkpoint["config"], config, latest_checkpoint(run_dir))
+
+    # Data, then networks built identically on every rank (and broadcast, to be sure).
+    dataset = build.build_dataset(cfg.data, cfg.task, cfg.data.cache_dir or os.path.join(run_dir, "cache"))
+    record = dataset.record
+    torch.manual_seed(cfg.seed)
+    task = OBJECTIVES.get(cfg.task)
+    sizes = objective_class(cfg.task).network_kwargs(record, **task.keywords)
+    nets = build.build_networks(task.func.ROLES, sizes, cfg.generator, cfg.discriminator, cfg.data.spatial_dims,
+                                cfg.data.image_size, cfg.train.batch_size)  # fmt: skip
+    for net in nets.values():
+        net.to(device=device, memory_format=layout).train()
+    dist.broadcast_modules(nets.values())
+
+    # Per-rank seeds: each process draws its own noise and augmentations.
+    rank_seed = cfg.seed + 1_000_003 * dist.rank
+    torch.manual_seed(rank_seed)
+    np.random.seed(rank_seed % 2**32)
+    random.seed(rank_seed)
+    augment = Augment(
+        cfg.data.spatial_dims, cfg.augment.ops, cfg.augment.p, build.sample_spacing(record),
+        ada_target=cfg.augment.ada_target, ada_speed_images=cfg.augment.ada_speed_images,
+        translate_fraction=cfg.augment.translate_fraction, scale_log2_sd=cfg.augment.scale_log2_sd,
+        cutout_fraction=cfg.augment.cutout_fraction, brightness_sd=cfg.augment.brightness_sd,
+        contrast_log2_sd=cfg.augment.contrast_log2_sd, seed=rank_seed, device=device,
+    )  # fmt: skip
+    loss = cfg.loss.model_dump()
+    loss["perceptual_network"] = build.load_feature_network(cfg.loss.perceptual_network, device)
+    task_options = {k: v for k, v in loss.items() if k in inspect.signature(task.func.setup).parameters}
+    objective = task(nets=nets, gan_loss=cfg.loss.gan, r1_gamma=cfg.loss.r1_gamma, augment=augment,
+                     r1_interval_steps=cfg.loss.r1_interval_steps, gp_weight=cfg.loss.gp_weight,
+                     seed=rank_seed, device=device, **task_options)  # fmt: skip
+    if cfg.train.compile:
+        objective.compile(torch.compile)
+
+    # Optimizers (one per player), loss scalers for fp16, and the generators' EMA.
+    g_params = [p for m in objective.generators().values() for p in m.parameters()]
+    d_params = [p for m in objective.discriminators().values() for p in m.parameters()]
+    g_opt = build.make_optimizer(g_params, cfg.optim.g_lr, cfg.optim, device)
+    d_opt = build.make_optimizer(d_params, cfg.optim.d_lr, cfg.optim, device)
+    scalers = {"G": precision.scaler(), "D": precision.scaler()}
+    ema = EMA(objective.generators(), cfg.train.ema_halflife_images, cfg.train.ema_rampup_ratio)
+
+    start_step = 0
+    if checkpoint is not None:
+        start_step = _restore(checkpoint, dist, nets, ema, g_opt, d_opt, scalers, augment, objective)
+        log.info("resuming %s at step %d", run_dir, start_step)
+    if dist.is_main:
+        os.makedirs(run_dir, exist_ok=True)
+        with atomic_file(os.path.join(run_dir, "config.yaml"), overwrite=True) as temp, open(temp, "w") as fh:
+            fh.write(dump_config(cfg))
+        if checkpoint is None and os.path.exists(os.path.join(run_dir, "stats.jsonl")):
+            os.remove(os.path.join(run_dir, "stats.jsonl"))  # a fresh start in a folder a failed run left
+
+    # The data stream: batch k depends only on (seed, k), so a resumed run continues it exactly.
+    batch_size, total = cfg.train.batch_size, cfg.train.steps
+    images_per_step = batch_size * dist.world_size
+    sampler = build_sampler(len(dataset), batch_size, cfg.seed, dist, start_step)
+    loader = DataLoader(
+        dataset,
+        batch_sampler=sampler,
+        num_workers=cfg.data.num_workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=cfg.data.num_workers > 0,
+        generator=torch.Generator().manual_seed(cfg.seed),
+    )  # its own seed: the global RNG stays put
+
+    batches = iter(loader)
+    preview = default_collate([dataset[(i % len(dataset), 0)] for i in range(cfg.train.num_samples)])
+    preview = build.to_device(preview, device, layout)
+    logger = RunLogger(run_dir, dist.is_main, total, start_step, images_per_step, cfg.train.tensorboard)
+    stats = Stats()
+    clip = cfg.optim.grad_clip_norm
+
+    for step_index in range(start_step, total):
+        batch = build.to_device(next(batches), device, layout)
+        _set_lr(g_opt, cfg.optim.g_lr, d_opt, cfg.optim.d_lr, step_index, total, cfg.optim.lr_decay_start)
+
+        # Generators run once; the discriminator phase sees their output detached.
+        with precision.autocast():
+            fakes = objective.generate(batch)
+            d_loss, d_stats = objective.d_loss(batch, fakes)
+        if step_index % cfg.loss.r1_interval_steps == 0:
+            with precision.full():
+                regularizer = objective.d_regularizer(batch)
+            if regularizer is not None:
+                d_loss = d_loss + regularizer[0]
+                d_stats.update(regularizer[1])
+        step(d_opt, d_loss, d_params, scalers["D"], clip, dist.reduce_gradients)
+
+        # Generator phase: the discriminators pass gradients through but keep none themselves.
+        with requires_grad(objective.discriminators().values(), False):
+            with precision.autocast():
+                g_loss, g_stats = objective.g_loss(batch, fakes)
+            step(g_opt, g_loss, g_params, scalers["G"], clip, dist.reduce_gradients)
+        del fakes
+
+        done = step_index + 1
+        ema.update(done * images_per_step, images_per_step)
+        augment.observe(d_stats["real_sign"])
+        if done % cfg.augment.ada_interval_steps == 0:
+            augment.update_p(cfg.augment.ada_interval_steps * images_per_step, dist.reduce_sum)
+        stats.add(done, {**d_stats, **g_stats})  # steps are counted from 1, as in logs and checkpoint names
+
+        if done % cfg.train.log_every_steps == 0 or done == total:
+            stats.check_finite()  # stops with the step and the loss that went NaN/Inf
+            logger.log(done, stats.means(), {"augment_p": augment.p, "lr_g": g_opt.param_groups[0]["lr"],
+                                             "lr_d": d_opt.param_groups[0]["lr"], **_memory(device)})  # fmt: skip
+        if done % cfg.train.sample_every_steps == 0 or done == total:
+            with torch.no_grad(), precision.autocast():
+                rows = objective.preview(ema.modules, preview, seed=cfg.seed)
+            logger.samples(done, rows, cfg.train.num_samples)
+        if done % cfg.train.checkpoint_every_steps == 0 or done == total:
+            stats.check_finite()  # never checkpoint weights that a NaN has reached
+            state = _state(cfg, config, done, images_per_step, record, nets, ema, g_opt, d_opt, scalers, augment,
+                           objective, dist)  # fmt: skip
+            if dist.is_main:
+                save_checkpoint(run_dir, done, state, keep=cfg.train.keep_checkpoints)
+            dist.barrier()
+    logger.close()
+    return run_dir
+
+
+def _memory(device: torch.device) -> dict[str, float]:
+    if device.type != "cuda":
+        return {}
+    return {"gpu_memory_gib": torch.cuda.max_memory_allocated(device) / 2**30}
+
+
+def build_sampler(size: int, batch_size: int, seed: int, dist: Dist, start_step: int):
+    from medgan.data.datasets import StepBatchSampler
+
+    return StepBatchSampler(size, batch_size, seed, dist.rank, dist.world_size, start_step)
+
+
+def _set_lr(g_opt, g_lr: float, d_opt, d_lr: float, step_index: int, total: int, decay_start: float | None) -> None:
+    """Constant, then (optionally) linear to 0 over the last part of training (pix2pix's schedule)."""
+    factor = 1.0
+    if decay_start is not None:
+        first = int(decay_start * total)
+        factor = min(1.0, (total - step_index) / max(total - first, 1))
+    for opt, lr in ((g_opt, g_lr), (d_opt, d_lr)):
+        for group in opt.param_groups:
+            group["lr"] = lr * factor
+
+
+def _state(cfg, config, done, images_per_step, record, nets, ema, g_opt, d_opt, scalers, augment, objective, dist):
+    """Everything a checkpoint holds; per-process random states are gathered from every rank."""
+    per_rank = dist.gather_objects(
+        {"rng": get_rng_state(), "objective": objective.state_dict(), "augment": augment.state_dict()}
+    )
+    return {
+        "config": config,
+        "step": done,
+        "images_seen": done * images_per_step,
+        "world_size": dist.world_size,
+        "networks": {name: net.state_dict() for name, net in nets.items()},
+        "ema": ema.state_dict(),
+        "optimizers": {"G": g_opt.state_dict(), "D": d_opt.state_dict()},
+        "scalers": {k: s.state_dict() for k, s in scalers.items() if s is not None},
+        "ranks": per_rank,
+        "data_record": record,
+    }
+
+
+def _restore(checkpoint: dict[str, Any], dist, nets, ema, g_opt, d_opt, scalers, augment, objective) -> int:
+    """Load a checkpoint's states; returns its step. A state that does not fit is a ConfigError."""
+    try:
+        for name, net in nets.items():
+            net.load_state_dict(checkpoint["networks"][name])
+        ema.load_state_dict(checkpoint["ema"])
+        g_opt.load_state_dict(checkpoint["optimizers"]["G"])
+        d_opt.load_state_dict(checkpoint["optimizers"]["D"])
+        for key, scaler in scalers.items():
+            if scaler is not None and key in checkpoint["scalers"]:
+                scaler.load_state_dict(checkpoint["scalers"][key])
+    except (KeyError, RuntimeError, ValueError) as err:
+        raise ConfigError(f"the checkpoint does not fit these networks ({str(err).splitlines()[0][:160]}); "
+                          "resume with the run's own config.yaml") from None  # fmt: skip
+    ranks = checkpoint["ranks"]
+    if checkpoint.get("world_size") == dist.world_size:
+        mine = ranks[dist.rank]
+        set_rng_state(mine["rng"])
+    else:  # another process count: the data order still continues; noise streams restart per rank
+        log.warning("checkpoint from %s processes, resuming on %s: random streams are re-seeded",
+                    checkpoint.get("world_size"), dist.world_size)  # fmt: skip
+        mine = {**ranks[0], "objective": objective.state_dict(), "augment": {**augment.state_dict(),
+                "p": ranks[0]["augment"]["p"]}}  # fmt: skip
+    objective.load_state_dict(mine["objective"])
+    augment.load_state_dict(mine["augment"])
+    return int(checkpoint["step"])

@@ -1,0 +1,47 @@
+"""Tiny checkpoints trained once per session from the debug configs, for the synthesis tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from medgan.config import load_config
+from medgan.training import TrainConfig, train
+from medgan.training.checkpoint import latest_checkpoint
+
+REPO = Path(__file__).resolve().parents[2]
+SHORT = ["train.steps=3", "train.log_every_steps=3", "train.sample_every_steps=3", "train.checkpoint_every_steps=3",
+         "train.batch_size=2", "train.num_samples=2"]  # fmt: skip
+
+
+def _train(tmp_path_factory, config: str, *overrides: str) -> str:
+    cfg = load_config(TrainConfig, REPO / "configs" / config, [*SHORT, *overrides])
+    run = train(cfg, run_dir=str(tmp_path_factory.mktemp("run")))
+    return latest_checkpoint(run)
+
+
+@pytest.fixture(scope="session")
+def ct_checkpoint(tmp_path_factory) -> str:
+    """2D unconditional, trained on the sample CT (16 x 16 slices of 16 mm, window -1000..1000 HU)."""
+    return _train(tmp_path_factory, "debug_cpu_unconditional.yaml", f"data.source={REPO}/sample_data/ct_body_3d.nii.gz")
+
+
+@pytest.fixture(scope="session")
+def ct3d_checkpoint(tmp_path_factory) -> str:
+    return _train(tmp_path_factory, "debug_cpu_3d.yaml", f"data.source={REPO}/sample_data/ct_body_3d.nii.gz")
+
+
+@pytest.fixture(scope="session")
+def conditional_checkpoint(tmp_path_factory) -> str:
+    return _train(tmp_path_factory, "debug_cpu_conditional.yaml", f"data.source={REPO}/configs/debug_cpu_classes.csv")
+
+
+@pytest.fixture(scope="session")
+def pix2pix_checkpoint(tmp_path_factory) -> tuple[str, str]:
+    """A 2D pix2pix checkpoint and the folder of phantom pairs it was trained on."""
+    from medgan.data.datasets import write_phantom_pairs
+
+    folder = tmp_path_factory.mktemp("pairs")
+    csv = write_phantom_pairs(str(folder), count=2, spatial_dims=3, shape=(64, 64, 6), spacing_mm=(4.0, 4.0, 5.0))
+    return _train(tmp_path_factory, "debug_cpu_pix2pix.yaml", f"data.source={csv}"), str(folder)
