@@ -12,7 +12,8 @@
 #                    kernels, so the largest weight difference is recorded rather than required to be 0
 #   synthesize       NIfTI and DICOM from a CUDA-trained checkpoint, with --device cuda
 #   oom              an impossible batch ends with exit 2 and "out of GPU memory" (one line)
-# Benchmarks: benchmarks/train_bench.py at 256x256 batch 16 (2D) and 96^3 batch 4 (3D), with medgan's
+# Benchmarks: benchmarks/eval_bench.py on 10,000 + 10,000 images at 256x256 (bf16 extraction + every
+# distribution metric); benchmarks/train_bench.py at 256x256 batch 16 (2D) and 96^3 batch 4 (3D), with medgan's
 # default GPU settings, then again with --compile (skipped when the suite is short of time).
 #
 # The lent GPU machine has PyTorch but not medgan's other dependencies. Carry them as wheels in .whl/
@@ -112,6 +113,7 @@ check oom 60 bash -c "
   status=\$?; cat $WORK/oom.txt
   [ \$status -eq 2 ] && [ \$(wc -l <$WORK/oom.txt) -eq 1 ] && grep -q 'out of GPU memory' $WORK/oom.txt"
 
+check eval_bench 75 "$PY" benchmarks/eval_bench.py --device cuda --no-peer --json "$OUT/eval_bench.json"
 check bench 150 "$PY" benchmarks/train_bench.py --repeats 2 --json "$OUT/train_bench.json" ${PEAK:+--peak-tflops "$PEAK"}
 if [ $((SECONDS - START)) -lt 170 ]; then
   check bench_compile 120 "$PY" benchmarks/train_bench.py --repeats 1 --compile --json "$OUT/train_bench_compile.json" \
@@ -125,7 +127,7 @@ import json, os, sys
 out, seconds = sys.argv[1], int(sys.argv[2])
 checks = [json.loads(line) for line in open(os.path.join(out, "checks.jsonl"))]
 summary = {"seconds": seconds, "checks": {c["check"]: c for c in checks}}
-for name in ("peak", "train_bench", "train_bench_compile"):
+for name in ("peak", "eval_bench", "train_bench", "train_bench_compile"):
     path = os.path.join(out, f"{name}.json")
     if os.path.exists(path):
         summary[name] = json.load(open(path))
