@@ -35,26 +35,16 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests", "anonymize"))
+sys.path.insert(0, os.path.join(HERE, "..", "tests"))
 SECRET = b"anon-bench-secret-0123456789"
 PEERS = ("dicognito", "dicom-anonymizer")
 
 
 def pydicom_corpus() -> list[str]:
     """The readable pydicom test files, DICOMDIR indexes excluded (155 with pydicom 3.0.2)."""
-    import pydicom
+    from _corpus import pydicom_files  # the tests' own list, so both count the same files
 
-    base = os.path.join(os.path.dirname(pydicom.__file__), "data", "test_files")
-    files = []
-    for path in sorted(glob.glob(os.path.join(base, "**", "*"), recursive=True)):
-        if not os.path.isfile(path):
-            continue
-        try:
-            ds = pydicom.dcmread(path, stop_before_pixels=True)
-        except Exception:
-            continue
-        if str(ds.file_meta.get("MediaStorageSOPClassUID", "")) != "1.2.840.10008.1.3.10":
-            files.append(path)
-    return files
+    return pydicom_files()
 
 
 def stage(files: list[str], copies: int, folder: str) -> list[str]:
