@@ -279,22 +279,22 @@ def _build_ct(variant: str, folder: Path) -> dict:
         "SeriesDescription": f"InVesalius head CT, {variant}",
     }
     if variant in ("axial", "axial_full"):
-        rotation = np.eye(3)
+        turn = np.eye(3)
         step = np.array([0.0, 0.0, slice_mm])
     elif variant == "oblique":
-        rotation = rotation(0, 15.0) @ rotation(1, 10.0)
-        step = rotation[:, 2] * slice_mm  # slices stacked along their normal
+        turn = rotation(0, 15.0) @ rotation(1, 10.0)
+        step = turn[:, 2] * slice_mm  # slices stacked along their normal
     elif variant == "tilted":
         # The gantry leans about the patient's left-right axis; the table still moves along z, so
         # consecutive planes are offset within the plane by slice_mm * sin(tilt).
-        rotation = rotation(0, -GANTRY_TILT_DEG)
+        turn = rotation(0, -GANTRY_TILT_DEG)
         step = np.array([0.0, 0.0, slice_mm])
         header["GantryDetectorTilt"] = DSfloat(GANTRY_TILT_DEG)
     else:
         raise ValueError(variant)
-    row_cosine, col_cosine = rotation[:, 0], rotation[:, 1]
+    row_cosine, col_cosine = turn[:, 0], turn[:, 1]
     centre = np.array([(cols - 1) * col_mm, (rows - 1) * row_mm, 0.0]) / 2
-    origin = np.array([3.25, 21.7, -48.0]) - rotation @ centre
+    origin = np.array([3.25, 21.7, -48.0]) - turn @ centre
     positions = origin + np.outer(np.arange(n), step)
     orientation, spacing, written = _write_series(
         folder, "CT_small.dcm", stored, row_cosine, col_cosine, (row_mm, col_mm), positions, header
