@@ -159,6 +159,7 @@ class RunConfig(Section):
     precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"  # auto: bf16 on a GPU that has it, else fp32
     channels_last: bool | Literal["auto"] = "auto"  # channels-last memory layout (auto: on with CUDA)
     compile: bool = False  # torch.compile the networks (first steps slower; GPU)
+    time_limit_minutes: float | None = Field(default=None, gt=0.0)  # stop early, checkpointed; --resume goes on
     ema_halflife_images: float = Field(default=10_000, ge=0.0)  # generator EMA; 0 copies the weights
     ema_rampup_ratio: float | None = Field(default=0.05, gt=0.0)  # halflife <= ratio x images seen
     log_every_steps: int = Field(default=50, ge=1)

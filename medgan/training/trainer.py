@@ -15,6 +15,7 @@ import inspect
 import logging
 import os
 import random
+import time
 from typing import Any
 
 import numpy as np
@@ -52,6 +53,7 @@ from medgan.training.precision import (
 __all__ = ["train"]
 
 log = logging.getLogger(__name__)
+_clock = time.monotonic  # the wall clock train.time_limit_minutes reads (a test replaces it)
 
 
 def train(cfg: TrainConfig, run_dir: str | None = None, resume: bool = False, name: str = "run") -> str:
@@ -155,6 +157,8 @@ def _train(cfg: TrainConfig, dist: Dist, run_dir: str | None, resume: bool, name
     logger = RunLogger(run_dir, dist.is_main, total, start_step, images_per_step, cfg.train.tensorboard)
     stats = Stats()
     clip = cfg.optim.grad_clip_norm
+    limit = cfg.train.time_limit_minutes
+    deadline = None if limit is None else _clock() + 60.0 * limit
 
     for step_index in range(start_step, total):
         batch = build.to_device(next(batches), device, layout)
@@ -185,24 +189,40 @@ def _train(cfg: TrainConfig, dist: Dist, run_dir: str | None, resume: bool, name
         if done % cfg.augment.ada_interval_steps == 0:
             augment.update_p(cfg.augment.ada_interval_steps * images_per_step, dist.reduce_sum)
         stats.add(done, {**d_stats, **g_stats})  # steps are counted from 1, as in logs and checkpoint names
+        last = done == total or _time_up(deadline, done, cfg.train.log_every_steps, dist)
 
-        if done % cfg.train.log_every_steps == 0 or done == total:
+        if done % cfg.train.log_every_steps == 0 or last:
             stats.check_finite()  # stops with the step and the loss that went NaN/Inf
             logger.log(done, stats.means(), {"augment_p": augment.p, "lr_g": g_opt.param_groups[0]["lr"],
                                              "lr_d": d_opt.param_groups[0]["lr"], **_memory(device)})  # fmt: skip
-        if done % cfg.train.sample_every_steps == 0 or done == total:
+        if done % cfg.train.sample_every_steps == 0 or last:
             with torch.no_grad(), precision.autocast():
                 rows = objective.preview(ema.modules, preview, seed=cfg.seed)
             logger.samples(done, rows, cfg.train.num_samples)
-        if done % cfg.train.checkpoint_every_steps == 0 or done == total:
+        if done % cfg.train.checkpoint_every_steps == 0 or last:
             stats.check_finite()  # never checkpoint weights that a NaN has reached
             state = _state(cfg, config, done, images_per_step, record, nets, ema, g_opt, d_opt, scalers, augment,
                            objective, dist)  # fmt: skip
             if dist.is_main:
                 save_checkpoint(run_dir, done, state, keep=cfg.train.keep_checkpoints)
             dist.barrier()
+        if last and done < total:
+            log.info("train.time_limit_minutes (%s) reached at step %d of %d; `medgan train --resume` continues",
+                     limit, done, total)  # fmt: skip
+            break
     logger.close()
     return run_dir
+
+
+def _time_up(deadline: float | None, done: int, interval: int, dist: Dist) -> bool:
+    """Whether the wall-clock budget is spent; with several processes rank 0 decides at log steps, for all."""
+    if deadline is None:
+        return False
+    if dist.world_size == 1:
+        return _clock() >= deadline
+    if done % interval:
+        return False
+    return bool(dist.broadcast_object(_clock() >= deadline if dist.is_main else None))
 
 
 def _memory(device: torch.device) -> dict[str, float]:

@@ -71,6 +71,33 @@ def test_two_n_steps_equal_n_then_resume_then_n(task, tiny_config, tmp_path):
         assert straight["ranks"][0]["augment"]["p"] > 0  # ADA moved p, and the resumed run moved it the same way
 
 
+def test_a_time_limit_stops_with_a_checkpoint_and_resume_finishes_as_if_uninterrupted(tiny_config, tmp_path,
+                                                                                       monkeypatch):
+    import medgan.training.trainer as trainer
+
+    common = (*QUIET, "train.checkpoint_every_steps=100", "optim.lr_decay_start=null")
+    train(tiny_config("unconditional", *common, "train.steps=9"), run_dir=str(tmp_path / "straight"))
+    clock = {"now": 0.0}
+
+    def tick() -> float:  # every reading of the clock is one second later
+        clock["now"] += 1.0
+        return clock["now"]
+
+    monkeypatch.setattr(trainer, "_clock", tick)
+    limited = tiny_config("unconditional", *common, "train.steps=9", "train.time_limit_minutes=0.06")  # 3.6 s
+    train(limited, run_dir=str(tmp_path / "limited"))
+    stopped = [os.path.basename(p) for p in checkpoint_paths(str(tmp_path / "limited"))]
+    assert stopped == ["step_0000004.pt"]  # the set-up reads the clock once, then once per step
+    with open(tmp_path / "limited" / "stats.jsonl") as fh:
+        assert [json.loads(line)["step"] for line in fh] == [2, 4]
+    monkeypatch.undo()
+    train(tiny_config("unconditional", *common, "train.steps=9"), run_dir=str(tmp_path / "limited"), resume=True)
+    straight = load_checkpoint(checkpoint_paths(str(tmp_path / "straight"))[-1])
+    resumed = load_checkpoint(checkpoint_paths(str(tmp_path / "limited"))[-1])
+    assert straight["step"] == resumed["step"] == 9
+    assert _tensors_equal(straight["networks"], resumed["networks"]) == []
+
+
 @pytest.mark.parametrize("task", ["unconditional", "conditional", "3d", "pix2pix", "label2image", "cyclegan"])
 def test_every_debug_config_trains_and_fills_its_run_folder(task, tiny_config, tmp_path):
     run = train(tiny_config(task, *QUIET, "train.steps=2", "train.sample_every_steps=2", "train.batch_size=2",
