@@ -71,8 +71,9 @@ def test_two_n_steps_equal_n_then_resume_then_n(task, tiny_config, tmp_path):
         assert straight["ranks"][0]["augment"]["p"] > 0  # ADA moved p, and the resumed run moved it the same way
 
 
-def test_a_time_limit_stops_with_a_checkpoint_and_resume_finishes_as_if_uninterrupted(tiny_config, tmp_path,
-                                                                                       monkeypatch):
+def test_a_time_limit_stops_with_a_checkpoint_and_resume_finishes_as_if_uninterrupted(
+    tiny_config, tmp_path, monkeypatch
+):
     import medgan.training.trainer as trainer
 
     common = (*QUIET, "train.checkpoint_every_steps=100", "optim.lr_decay_start=null")
