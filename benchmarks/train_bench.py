@@ -9,17 +9,23 @@ built from the same seed for every contender. Data: phantom CT slices/volumes an
 (`write_phantom_pairs`), preprocessed once into one `ScanDataset` that every contender reads.
 
 Contenders:
-  plain        a MONAI-tutorial loop: DataLoader(shuffle=True), fp32, eager, BCE-with-logits +
-               100 x L1, Adam, `loss.item()` every step, D's gradients computed in the G phase too
-  plain_tuned  the same loop with TF32, bf16 autocast and channels-last switched on by hand (GPU only)
-  medgan       `medgan.training.train` with its default settings for the device (bf16, channels-last
-               and fused Adam on a GPU; fp32 and fused Adam on the CPU), `--compile` adds torch.compile
+  plain           a MONAI-tutorial loop: DataLoader(shuffle=True), fp32, eager, BCE-with-logits +
+                  100 x L1, Adam, `loss.item()` every step, D's gradients computed in the G phase too
+  plain_tuned     the same loop with TF32, cuDNN autotuning, bf16 autocast and channels-last switched
+                  on by hand (GPU only)
+  medgan          `medgan.training.train` with its default settings for the device (bf16, channels-last
+                  and fused Adam on a GPU; fp32 and fused Adam on the CPU)
+  medgan_compile  the same with torch.compile, as configs/pix2pix_256.yaml trains (GPU; `--compile` on the CPU)
 
 Each contender runs `--warmup` steps untimed, then `--steps` timed steps; contenders alternate over
 `--repeats` rounds and the median of each is reported, so drift in machine load hits all alike.
 Model TFLOP/s counts 3 G + 8 D forward FLOPs per sample (G forward and backward; D on real and
 fake with weight gradients, then on fake for the generator without them), from
 `medgan.models.describe`, the same count for every contender.
+
+`--defaults` adds medgan's own default GPU networks, trained as configs/synth2d_256.yaml trains them
+(StyleGAN-style generator and residual discriminator at 256x256, batch 32, bf16, channels-last,
+compiled, lazy R1, ADA), with no stock peer: its model TFLOP/s against the device's measured bf16 peak.
 """
 
 from __future__ import annotations
@@ -80,6 +86,7 @@ def plain_loop(data, dims: int, batch: int, steps: int, warmup: int, device: tor
     layout = (torch.channels_last if dims == 2 else torch.channels_last_3d) if tuned else torch.contiguous_format
     g, d = g.to(memory_format=layout), d.to(memory_format=layout)
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tuned
+    torch.backends.cudnn.benchmark = tuned  # a tutorial leaves cuDNN's default; medgan's run may have set it
     g_opt = torch.optim.Adam(g.parameters(), lr=2e-4, betas=(0.5, 0.999))
     d_opt = torch.optim.Adam(d.parameters(), lr=2e-4, betas=(0.5, 0.999))
     loader = torch.utils.data.DataLoader(Pairs(data), batch_size=batch, shuffle=True, drop_last=True)
@@ -117,30 +124,77 @@ def plain_loop(data, dims: int, batch: int, steps: int, warmup: int, device: tor
 
 
 def medgan_trainer(csv: str, size: list[int], batch: int, steps: int, warmup: int, device: torch.device,
-                   compile_networks: bool, folder: str) -> tuple[float, dict]:  # fmt: skip
-    """samples/s of `medgan.training.train` over the timed intervals (its own stats.jsonl)."""
+                   compile_networks: bool, folder: str, config: str | None = None) -> tuple[float, dict]:  # fmt: skip
+    """samples/s of `medgan.training.train` over the timed intervals (its own stats.jsonl).
+
+    Without `config`: the pix2pix pair every contender trains; with it: that config's own networks and settings.
+    """
     from medgan.config import load_config
     from medgan.training import TrainConfig, train
 
     window = "[-1000.0, 1000.0]"
     overrides = [
-        "task=pix2pix", f"data.source={csv}", f"data.spatial_dims={len(size)}", f"data.image_size={size}",
-        f"data.window={window}", f"data.source_window={window}", "data.min_foreground_fraction=0.0",
-        "generator.name=unet", "discriminator.name=patchgan", "optim.betas=[0.5,0.999]",
+        f"data.source={csv}", f"data.spatial_dims={len(size)}", f"data.image_size={size}", f"data.window={window}",
+        "data.min_foreground_fraction=0.0", f"data.num_workers={2 if device.type == 'cuda' else 0}",
+        "data.cache=memory", "data.spacing_mm=null",
         f"train.steps={warmup + steps}", f"train.batch_size={batch}", f"train.log_every_steps={warmup}",
+        f"train.sample_every_steps={warmup + steps}", f"train.checkpoint_every_steps={warmup + steps}",
         f"train.device={device.type}", f"train.compile={str(compile_networks).lower()}", "train.tensorboard=false",
-        "train.ema_halflife_images=0", "train.ema_rampup_ratio=null", "train.num_samples=2",
+        "train.num_samples=2",
     ]  # fmt: skip
-    cfg = load_config(TrainConfig, None, overrides)
+    if config is None:
+        overrides += [
+            "task=pix2pix", f"data.source_window={window}", "generator.name=unet", "discriminator.name=patchgan",
+            "optim.betas=[0.5,0.999]", "train.ema_halflife_images=0", "train.ema_rampup_ratio=null",
+        ]  # fmt: skip
+    cfg = load_config(TrainConfig, config, overrides)
     run = train(cfg, run_dir=folder)
     with open(os.path.join(run, "stats.jsonl")) as fh:
         records = [json.loads(line) for line in fh][1:]  # the intervals after the warm-up
     seconds = sum(warmup * batch / r["samples_per_s"] for r in records)
     from medgan.training.precision import resolve_precision
 
-    settings = {"precision": resolve_precision(cfg.train.precision, device), "channels_last": device.type == "cuda",
-                "compile": compile_networks, "fused_adam": True}  # what "auto" resolves to on this device  # fmt: skip
-    return len(records) * warmup * batch / seconds, settings
+    channels_last = device.type == "cuda" if cfg.train.channels_last == "auto" else cfg.train.channels_last
+    settings = {"precision": resolve_precision(cfg.train.precision, device), "channels_last": channels_last,
+                "compile": compile_networks, "fused_adam": True, "config": config or "pix2pix defaults"}  # fmt: skip
+    memory = max((r.get("gpu_memory_gib", 0.0) for r in records), default=0.0)
+    return len(records) * warmup * batch / seconds, {**settings, "gpu_memory_gib": memory}
+
+
+def default_networks(device: torch.device, steps: int, warmup: int, peak: float | None, folder: str) -> dict:
+    """medgan's own default 2D networks, trained as configs/synth2d_256.yaml trains them: samples/s, TFLOP/s."""
+    from medgan.config import load_config
+    from medgan.models import build_discriminator, build_generator, describe
+    from medgan.training import TrainConfig
+
+    config = "configs/synth2d_256.yaml"
+    cfg = load_config(TrainConfig, config, [])
+    size, batch = cfg.data.image_size, cfg.train.batch_size
+    if device.type == "cpu":
+        size, batch = [32, 32], 4
+    g = build_generator(cfg.generator.name, spatial_dims=2, out_channels=1, image_size=size, **cfg.generator.options)
+    d = build_discriminator(cfg.discriminator.name, spatial_dims=2, in_channels=1, image_size=size,
+                            **cfg.discriminator.options)  # fmt: skip
+    latent = cfg.generator.options.get("latent_dim", 512)
+    flops = 3 * describe(g, (1, latent))["flops_per_sample"] + 8 * describe(d, (1, 1, *size))["flops_per_sample"]
+    del g, d
+    from medgan.data.datasets import write_phantom_pairs
+
+    csv = write_phantom_pairs(os.path.join(folder, "images"), count=4, spatial_dims=2, shape=size,
+                              spacing_mm=[256.0 / size[0]] * 2)  # fmt: skip
+    compile_networks = cfg.train.compile and device.type == "cuda"
+    rate, settings = medgan_trainer(csv, size, batch, steps, warmup, device, compile_networks,
+                                    os.path.join(folder, "run"), config=config)  # fmt: skip
+    entry = {"config": config, "size": size, "batch": batch, "generator": cfg.generator.name,
+             "discriminator": cfg.discriminator.name, "samples_per_s": rate, "train_flops_per_sample": flops,
+             "tflops": rate * flops / 1e12, "medgan_settings": settings,
+             "note": "lazy R1 and ADA run as configured; their FLOPs are not counted"}  # fmt: skip
+    if peak:
+        entry["fraction_of_peak"] = entry["tflops"] / peak
+    share = f"  {entry['fraction_of_peak']:.1%} of peak" if peak else ""
+    print(f"default networks ({cfg.generator.name} + {cfg.discriminator.name}) {size[0]}x{size[1]} batch {batch}: "
+          f"{rate:.1f} samples/s  {entry['tflops']:.3f} model TFLOP/s{share}")  # fmt: skip
+    return entry
 
 
 def _sync(device: torch.device) -> None:
@@ -155,7 +209,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--steps", type=int, help="timed steps per run (default: 40 on GPU, 6 on CPU)")
     parser.add_argument("--warmup", type=int, help="untimed steps first; also the trainer's log interval")
     parser.add_argument("--repeats", type=int, default=3, help="alternating rounds; medians are reported")
-    parser.add_argument("--compile", action="store_true", help="medgan with torch.compile")
+    parser.add_argument("--compile", action="store_true", help="also medgan with torch.compile (always on a GPU)")
+    parser.add_argument("--no-compile", action="store_true", help="skip the compiled contender on a GPU (time)")
+    parser.add_argument("--defaults", action="store_true", help="also medgan's own default networks (synth2d_256)")
     parser.add_argument("--peak-tflops", type=float, help="the device's bf16 peak, to print a fraction of it")
     parser.add_argument("--json", help="also write the figures here")
     args = parser.parse_args(argv)
@@ -179,21 +235,27 @@ def main(argv: list[str] | None = None) -> dict:
             runs: dict[str, list[float]] = {"plain": [], "medgan": []}
             if device.type == "cuda":
                 runs["plain_tuned"] = []
+            if (device.type == "cuda" and not args.no_compile) or args.compile:
+                runs["medgan_compile"] = []
             settings = {}
             for round_index in range(args.repeats):
                 order = list(runs) if round_index % 2 == 0 else list(reversed(runs))  # no contender always first
                 for name in order:
-                    if name == "medgan":
-                        rate, settings = medgan_trainer(csv, size, batch, steps, warmup, device, args.compile,
-                                                        os.path.join(folder, f"run{round_index}"))  # fmt: skip
+                    if name.startswith("medgan"):
+                        compiled = name == "medgan_compile"
+                        rate, used = medgan_trainer(csv, size, batch, steps, warmup, device, compiled,
+                                                    os.path.join(folder, f"{name}{round_index}"))  # fmt: skip
+                        settings[name] = used
                     else:
                         rate = plain_loop(data, len(size), batch, steps, warmup, device, tuned=name == "plain_tuned")
                     runs[name].append(rate)
         best_stock = max(statistics.median(runs[k]) for k in runs if k.startswith("plain"))
         figures = {k: statistics.median(v) for k, v in runs.items()}
+        best_medgan = max(v for k, v in figures.items() if k.startswith("medgan"))
         entry = {"size": size, "batch": batch, "samples_per_s": figures, "all_runs": runs,
-                 "ratio_vs_plain": figures["medgan"] / figures["plain"],
-                 "ratio_vs_best_stock": figures["medgan"] / best_stock, "train_flops_per_sample": flops,
+                 "ratio_vs_plain": best_medgan / figures["plain"], "ratio_vs_best_stock": best_medgan / best_stock,
+                 "ratios_vs_best_stock": {k: v / best_stock for k, v in figures.items() if k.startswith("medgan")},
+                 "train_flops_per_sample": flops,
                  "tflops": {k: v * flops / 1e12 for k, v in figures.items()}, "medgan_settings": settings}  # fmt: skip
         if args.peak_tflops:
             entry["fraction_of_peak"] = {k: v / args.peak_tflops for k, v in entry["tflops"].items()}
@@ -202,13 +264,22 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"{case} {shape} batch {batch} on {result['device']}:")
         for name, rate in figures.items():
             peak = f"  {entry['fraction_of_peak'][name]:.1%} of peak" if args.peak_tflops else ""
-            print(f"  {name:12s} {rate:9.1f} samples/s  {entry['tflops'][name]:8.3f} model TFLOP/s{peak}")
+            print(f"  {name:14s} {rate:9.1f} samples/s  {entry['tflops'][name]:8.3f} model TFLOP/s{peak}")
         ratios = entry["ratio_vs_plain"], entry["ratio_vs_best_stock"]
-        print(f"  ratio medgan / plain: {ratios[0]:.2f}   medgan / best stock: {ratios[1]:.2f}")
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(result, fh, indent=2)
+        print(f"  ratio best medgan / plain: {ratios[0]:.2f}   best medgan / best stock: {ratios[1]:.2f}")
+        _write(args.json, result)  # after each case: a run stopped by a time limit keeps what it measured
+    if args.defaults:
+        with tempfile.TemporaryDirectory() as folder:
+            result["default_networks"] = default_networks(device, steps, warmup, args.peak_tflops, folder)
+        _write(args.json, result)
     return result
+
+
+def _write(path: str | None, result: dict) -> None:
+    if path:
+        with open(path + ".part", "w") as fh:
+            json.dump(result, fh, indent=2)
+        os.replace(path + ".part", path)
 
 
 if __name__ == "__main__":
