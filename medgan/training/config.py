@@ -103,6 +103,7 @@ class LossConfig(Section):
     reconstruction_weight: float = Field(default=100.0, ge=0.0)
     cycle_weight: float = Field(default=10.0, ge=0.0)  # cyclegan: A -> B -> A and B -> A -> B
     identity_weight: float = Field(default=0.5, ge=0.0)  # cyclegan: times cycle_weight, G_ab(b) ~ b
+    image_pool_size: int = Field(default=50, ge=0)  # cyclegan: D also sees earlier fakes from this history; 0 off
     feature_matching_weight: float = Field(default=0.0, ge=0.0)  # patch discriminators' features (pix2pixHD)
     perceptual_weight: float = Field(default=0.0, ge=0.0)  # distance in a user-supplied feature network
     perceptual_network: str | None = None  # your feature network: torch.export .pt2 or TorchScript; never downloaded

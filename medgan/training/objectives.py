@@ -60,6 +60,7 @@ class Objective:
         self.noise = torch.Generator(device=device)
         self.noise.manual_seed(seed)
         self.device = torch.device(device)
+        self.seed = seed
         for role, kind in self.ROLES.items():
             if kind == "generator" and getattr(nets[role], "kind", None) not in self.GENERATOR_KINDS:
                 raise ConfigError(
@@ -264,15 +265,63 @@ class PairedGAN(Objective):
         return [shown, generators["G"](condition), batch["image"]]
 
 
+class ImagePool:
+    """A history of generated images for the discriminator (Shrivastava et al. 2017, as CycleGAN trains).
+
+    Until `size` images are held, each new fake is stored and shown as it is. Then each is shown as it is
+    with probability 1/2, or swapped for a random stored one, which it replaces. Decisions come from the
+    pool's own CPU generator, and the pool is part of the checkpoint, so a resumed run continues exactly.
+    """
+
+    def __init__(self, size: int, seed: int) -> None:
+        self.size, self.images = size, []
+        self.rng = torch.Generator().manual_seed(seed)
+
+    def __call__(self, fakes: Tensor) -> Tensor:
+        if self.size == 0:
+            return fakes
+        fakes = fakes.detach()
+        shown = []
+        for image in fakes.split(1):
+            if len(self.images) < self.size:
+                self.images.append(image.clone())
+                shown.append(image)
+            elif torch.rand((), generator=self.rng).item() < 0.5:
+                index = int(torch.randint(self.size, (), generator=self.rng))
+                shown.append(self.images[index])
+                self.images[index] = image.clone()
+            else:
+                shown.append(image)
+        return torch.cat(shown).contiguous(memory_format=_layout(fakes))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rng": self.rng.get_state(), "images": [image.cpu() for image in self.images]}
+
+    def load_state_dict(self, state: dict[str, Any], device: torch.device) -> None:
+        self.rng.set_state(state["rng"])
+        self.images = [image.to(device) for image in state["images"]]
+
+
 class CycleGAN(Objective):
-    """Unpaired translation between domains A and B (Zhu et al. 2017), without the image pool."""
+    """Unpaired translation between domains A and B (Zhu et al. 2017), with its history of fakes for D."""
 
     ROLES: ClassVar[dict[str, str]] = {"G_ab": "generator", "G_ba": "generator",
                                        "D_a": "discriminator", "D_b": "discriminator"}  # fmt: skip
     GENERATOR_KINDS = ("image",)
 
-    def setup(self, cycle_weight: float = 10.0, identity_weight: float = 0.5) -> None:
+    def setup(self, cycle_weight: float = 10.0, identity_weight: float = 0.5, image_pool_size: int = 50) -> None:
         self.cycle_weight, self.identity_weight = cycle_weight, identity_weight
+        self.pools = {key: ImagePool(image_pool_size, self.seed + offset)
+                      for offset, key in enumerate(("fake_a", "fake_b"), start=1)}  # fmt: skip
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "pools": {key: pool.state_dict() for key, pool in self.pools.items()}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        for key, pool in self.pools.items():
+            if key in state.get("pools", {}):  # checkpoints from before the pool start with an empty one
+                pool.load_state_dict(state["pools"][key], self.device)
 
     @classmethod
     def network_kwargs(cls, record: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -289,8 +338,8 @@ class CycleGAN(Objective):
         return fakes
 
     def d_loss(self, batch, fakes):
-        loss_a, stats_a = self._d_terms("D_a", batch["a"], fakes["fake_a"])
-        loss_b, stats_b = self._d_terms("D_b", batch["b"], fakes["fake_b"])
+        loss_a, stats_a = self._d_terms("D_a", batch["a"], self.pools["fake_a"](fakes["fake_a"]))
+        loss_b, stats_b = self._d_terms("D_b", batch["b"], self.pools["fake_b"](fakes["fake_b"]))
         loss = loss_a + loss_b
         stats = {key: (stats_a[key] + stats_b[key]) / 2 for key in stats_a}
         return loss, {"loss_d": loss.detach(), "loss_d_a": loss_a.detach(), "loss_d_b": loss_b.detach(), **stats}

@@ -98,3 +98,22 @@ def test_feature_loss_uses_the_given_network_and_trains_only_through_the_output(
     assert loss.item() == pytest.approx(2.0)  # features 2 vs 0 everywhere
     loss.backward()
     assert out.grad is not None and target.grad is None
+
+
+def test_the_image_pool_passes_fakes_until_full_then_swaps_half_and_resumes_exactly():
+    from medgan.training.objectives import ImagePool
+
+    pool = ImagePool(4, seed=0)
+    first = torch.arange(4.0).view(4, 1, 1, 1).expand(4, 1, 2, 2)
+    assert torch.equal(pool(first), first)  # filling: shown as they are
+    shown = [pool(torch.full((1, 1, 2, 2), 100.0 + k))[0, 0, 0, 0].item() for k in range(400)]
+    older = [value for k, value in enumerate(shown) if value != 100.0 + k]
+    assert 0.43 < len(older) / 400 < 0.57, len(older)  # swapped for a stored one with probability 1/2
+    assert all(value <= 100.0 + k for k, value in enumerate(shown))  # a swapped-in one is always older
+    assert len(set(older)) == len(older)  # a stored image is shown once, then replaced
+    twin = ImagePool(4, seed=123)
+    twin.load_state_dict(pool.state_dict(), torch.device("cpu"))
+    batch = torch.rand(8, 1, 2, 2).contiguous(memory_format=torch.channels_last)
+    out = pool(batch)
+    assert torch.equal(out, twin(batch)) and out.is_contiguous(memory_format=torch.channels_last)
+    assert ImagePool(0, seed=0)(batch) is batch  # size 0: off

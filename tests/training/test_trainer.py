@@ -53,7 +53,7 @@ def _tensors_equal(a, b, path="") -> list[str]:
     return [] if a == b else [path]
 
 
-@pytest.mark.parametrize("task", ["unconditional", "pix2pix"])
+@pytest.mark.parametrize("task", ["unconditional", "pix2pix", "cyclegan"])
 def test_two_n_steps_equal_n_then_resume_then_n(task, tiny_config, tmp_path):
     common = (*QUIET, "train.checkpoint_every_steps=5", "augment.ada_interval_steps=3", "train.keep_checkpoints=5",
               "augment.ops=[flip,rot90,translate,scale,cutout,intensity]", "augment.p=0.3", "augment.ada_target=0.5",
@@ -67,6 +67,8 @@ def test_two_n_steps_equal_n_then_resume_then_n(task, tiny_config, tmp_path):
     assert straight["step"] == resumed["step"] == 10
     keys = ("networks", "ema", "optimizers", "ranks")
     assert _tensors_equal({k: straight[k] for k in keys}, {k: resumed[k] for k in keys}) == []
+    if task == "cyclegan":  # the history of fakes came back and went on identically
+        assert len(straight["ranks"][0]["objective"]["pools"]["fake_a"]["images"]) > 0
     if task == "unconditional":
         assert straight["ranks"][0]["augment"]["p"] > 0  # ADA moved p, and the resumed run moved it the same way
 
