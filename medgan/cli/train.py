@@ -59,14 +59,19 @@ def train(
 @click.option("--modality", type=click.Choice(["CT", "MR"]), help="For DICOM, when the training data recorded none.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--overwrite", is_flag=True, help="Replace outputs that exist.")
+@click.option(
+    "--whole-slab",
+    is_flag=True,
+    help="2.5D checkpoints: write every slice of each drawn slab as a thin volume (default: its middle).",
+)
 def synthesize(checkpoint: str, count: int, out_dir: str, fmt: str, seed: int, batch_size: int,
                class_index: int | None, inputs: str | None, modality: str | None, device: str,
-               overwrite: bool) -> None:  # fmt: skip
+               overwrite: bool, whole_slab: bool) -> None:  # fmt: skip
     """Write synthetic scans with the training data's spacing and HU; DICOM is marked SyntheticData YES."""
     from medgan.inference import synthesize as run_synthesis
 
     paths = run_synthesis(checkpoint, count=count, out_dir=out_dir, format=fmt, seed=seed, batch_size=batch_size,
                           class_index=class_index, inputs=inputs, modality=modality, device=device,
-                          overwrite=overwrite)  # fmt: skip
+                          overwrite=overwrite, whole_slab=whole_slab)  # fmt: skip
     for path in paths:
         click.echo(path)

@@ -71,6 +71,7 @@ def synthesize(
     modality: str | None = None,  # for DICOM output when the training data recorded none (CT or MR)
     device: str = "auto",
     overwrite: bool = False,
+    whole_slab: bool = False,  # 2.5D checkpoints: write each sample's whole slab as a thin volume
 ) -> list[str]:
     """Generate scans and write them under `out_dir`; returns the paths written."""
     if format not in FORMATS:
@@ -83,8 +84,11 @@ def synthesize(
         if nets.get("G") is not None and nets["G"].kind == "latent":
             if inputs is not None:
                 raise ConfigError("this checkpoint draws scans from noise; drop --input")
-            images = _from_noise(nets["G"], record, count, seed, batch_size, class_index, dev)
+            images = _from_noise(nets["G"], record, count, seed, batch_size, class_index, dev, whole_slab)
         else:
+            if whole_slab:
+                raise ConfigError("--whole-slab is for checkpoints that draw slabs from noise; a translation "
+                                  "already writes every slice of the scan")  # fmt: skip
             if inputs is None:
                 raise ConfigError(f"a {cfg.task} checkpoint translates scans: pass --input FILE_OR_FOLDER")
             images = _translate_all(nets, cfg, record, inputs, batch_size, dev)
@@ -103,8 +107,13 @@ def synthesize(
 
 @torch.no_grad()
 def _from_noise(g: nn.Module, record: dict, count: int, seed: int, batch_size: int, class_index: int | None,
-                device: torch.device) -> list[tuple[Tensor, np.ndarray]]:  # fmt: skip
+                device: torch.device, whole_slab: bool = False) -> list[tuple[Tensor, np.ndarray]]:  # fmt: skip
     classes = getattr(g, "num_classes", 0) or 0
+    slab = record["channels"] // record["image_channels"]
+    if whole_slab and (slab == 1 or len(record["axes"]) != 2):
+        raise ConfigError("--whole-slab needs a 2.5D checkpoint (trained with data.slab_slices > 1); "
+                          "this one makes single slices or volumes")  # fmt: skip
+    pick = _slab if whole_slab else _middle
     if class_index is not None and not classes:
         raise ConfigError("--class needs a class-conditional checkpoint; this one is unconditional")
     if class_index is not None and not 0 <= class_index < classes:
@@ -117,7 +126,7 @@ def _from_noise(g: nn.Module, record: dict, count: int, seed: int, batch_size: i
         for start in range(0, count, batch_size):
             zs, ls = z[start : start + batch_size].to(device), labels[start : start + batch_size].to(device)
             images = g(zs, ls if classes else None).float().cpu()
-            out += [(_middle(image, record), _affine(record)) for image in images]
+            out += [(pick(image, record), _affine(record)) for image in images]
     return [(_physical(image, record["window"]), affine) for image, affine in out]
 
 
@@ -126,6 +135,12 @@ def _middle(image: Tensor, record: dict) -> Tensor:
     per_slice = record["image_channels"]
     middle = (record["channels"] // per_slice) // 2
     return image[middle * per_slice : (middle + 1) * per_slice]
+
+
+def _slab(image: Tensor, record: dict) -> Tensor:
+    """A 2.5D sample's slices stacked along a third array axis, the slice axis of `_affine`: [C, a, b, slab]."""
+    per_slice = record["image_channels"]
+    return torch.stack(image.split(per_slice), dim=-1)
 
 
 def _physical(image: Tensor, window: list[float]) -> Tensor:

@@ -28,6 +28,13 @@ def ct_checkpoint(tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="session")
+def slab_checkpoint(tmp_path_factory) -> str:
+    """2.5D: slabs of 3 neighbouring axial slices of the sample CT as channels."""
+    return _train(tmp_path_factory, "debug_cpu_unconditional.yaml", "data.slab_slices=3",
+                  f"data.source={REPO}/sample_data/ct_body_3d.nii.gz")  # fmt: skip
+
+
+@pytest.fixture(scope="session")
 def ct3d_checkpoint(tmp_path_factory) -> str:
     return _train(tmp_path_factory, "debug_cpu_3d.yaml", f"data.source={REPO}/sample_data/ct_body_3d.nii.gz")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import struct
+from pathlib import Path
 
 import numpy as np
 import pydicom
@@ -12,6 +13,8 @@ import pytest
 from medgan.inference import synthesize
 from medgan.io import read_image
 from medgan.io.geometry import spacing_mm
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def voxels(path: str) -> np.ndarray:
@@ -47,6 +50,23 @@ def test_dicom_is_a_valid_synthetic_ct_series(ct_checkpoint, tmp_path):
     assert ds.SyntheticData == "YES" and ds.Modality == "CT" and "DERIVED" in ds.ImageType
     assert [float(v) for v in ds.PixelSpacing] == pytest.approx([16.0, 16.0])
     assert np.allclose(back.numpy()[..., 0], voxels(nifti), atol=0.05)  # the same HU, to the rescale's step
+
+
+def test_a_slab_checkpoint_writes_its_middle_slice_or_with_whole_slab_every_slice_in_place(
+    slab_checkpoint, ct_checkpoint, tmp_path, run_cli
+):
+    from medgan.io.nifti import read_nifti
+
+    (middle,) = synthesize(slab_checkpoint, count=1, out_dir=str(tmp_path / "m"), seed=3)
+    (slab,) = synthesize(slab_checkpoint, count=1, out_dir=str(tmp_path / "s"), seed=3, whole_slab=True)
+    source = read_nifti(str(REPO / "sample_data" / "ct_body_3d.nii.gz"))
+    thin = read_image(slab)
+    assert read_image(middle).shape == (1, 16, 16) and thin.shape == (1, 16, 16, 3)
+    assert spacing_mm(thin.affine.numpy()) == pytest.approx([16.0, 16.0, spacing_mm(source.affine.numpy())[2]])
+    assert np.array_equal(thin.numpy()[..., 1], voxels(middle))  # the middle of the slab is the default output
+    assert not np.array_equal(thin.numpy()[..., 0], thin.numpy()[..., 2])
+    status, _, err = run_cli("synthesize", "--checkpoint", ct_checkpoint, "--out", tmp_path / "x", "--whole-slab")
+    assert status == 2 and "data.slab_slices > 1" in err and len(err.strip().splitlines()) == 1
 
 
 def test_png_preview_and_3d_volumes(ct_checkpoint, ct3d_checkpoint, tmp_path):
