@@ -72,8 +72,9 @@ class EMA:
                 torch._foreach_copy_(ema_params, params)
             else:  # ema = params + beta * (ema - params), one fused kernel over all tensors
                 torch._foreach_lerp_(ema_params, params, 1.0 - beta)
-            for ema_buffer, buffer in zip(target.buffers(), source.buffers(), strict=True):
-                ema_buffer.copy_(buffer)
+            buffers = list(target.buffers())
+            if buffers:  # normalisation statistics are copied, not averaged: one fused launch for all
+                torch._foreach_copy_(buffers, [b.detach() for b in source.buffers()])
         self._pending_copy = False
 
     def state_dict(self) -> dict[str, dict[str, torch.Tensor]]:
