@@ -9,12 +9,13 @@
 #                 the hand-tuned one, pix2pix U-Net + PatchGAN at 256x256 batch 16 (2D) and 96^3 batch 4 (3D);
 #                 then medgan's own default networks (configs/synth2d_256.yaml) as a fraction of the peak
 #   eval_bench    benchmarks/eval_bench.py: 10,000 + 10,000 images at 256x256, bf16 extraction + every metric
+#   eval_effnet   the same with EfficientNet-Lite0 features, 2,000 + 2,000 images
 # Phase B, the GPU shared:
 #   small_data    benchmarks/small_data_study.py: the default 2D config on a few hundred real brain MR slices
 #                 (prepared beforehand into .study_data/ and carried), several seeds trained side by side, then
 #                 FD / KID / precision / recall / density / coverage against the real slices
 #   and meanwhile the correctness checks, each a pass/fail with its seconds and the tail of its log:
-#   train_2d_bf16 unconditional 2D: bf16 autocast, channels-last, fused Adam
+#   train_2d_bf16 unconditional 2D: bf16 autocast, channels-last, torch.compile, fused Adam
 #   train_3d_fp16 unconditional 3D with fp16 and the gradient scaler, R1 in float32
 #   train_tasks   pix2pix, label2image and cyclegan (bf16, channels-last)
 #   resume        2N steps against N + resume + N (fp32); cuDNN may pick non-deterministic kernels, so the
@@ -47,6 +48,13 @@ if ls .whl/*.whl >/dev/null 2>&1; then
   "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
     || { echo "installing the carried wheels failed" >&2; exit 1; }
   export PYTHONPATH="$PYTHONPATH:/tmp/site"
+fi
+# SUITE_MODE=smoke: every step, tiny and short (about 2 minutes), to find what breaks on this machine first.
+if [ "${SUITE_MODE:-full}" = smoke ]; then
+  BENCH=(--only 2d --steps 4 --warmup 2 --repeats 1 --no-compile) EVAL=(--images 500) STUDY_SEEDS="0"
+  STUDY_SAMPLES=32 BUDGET=${SUITE_SECONDS:-150}
+else
+  BENCH=(--repeats 1 --steps 50 --warmup 10 --defaults) EVAL=() STUDY_SEEDS="0 1 2" STUDY_SAMPLES=500
 fi
 RESULTS="$OUT/checks.jsonl"
 : >"$RESULTS"
@@ -92,19 +100,25 @@ print(f"bf16 matmul: {tflops:.0f} TFLOP/s on {torch.cuda.get_device_name()}")
 EOF
 PEAK=$("$PY" -c "import json; print(json.load(open('$OUT/peak.json'))['bf16_matmul_tflops'])" 2>/dev/null || echo "")
 
-check bench 230 "$PY" benchmarks/train_bench.py --repeats 1 --steps 50 --warmup 10 --defaults \
-  --json "$OUT/train_bench.json" ${PEAK:+--peak-tflops "$PEAK"}
+check bench 210 "$PY" benchmarks/train_bench.py "${BENCH[@]}" --json "$OUT/train_bench.json" \
+  ${PEAK:+--peak-tflops "$PEAK"}
 grep -v '^\[' "$LOGS/bench.log" | tail -14
-check eval_bench 90 "$PY" benchmarks/eval_bench.py --device cuda --no-peer --json "$OUT/eval_bench.json"
+check eval_bench 90 "$PY" benchmarks/eval_bench.py --device cuda --no-peer "${EVAL[@]}" \
+  --json "$OUT/eval_bench.json"
 grep -v '^\[' "$LOGS/eval_bench.log" | tail -6
+check eval_effnet 60 "$PY" benchmarks/eval_bench.py --device cuda --no-peer --extractor efficientnet_lite0 \
+  --images 2000 --json "$OUT/eval_effnet.json"
+grep -v '^\[' "$LOGS/eval_effnet.log" | tail -3
 
 # ---- Phase B: the small-data study, with the correctness checks beside it --------------------------------------
 STUDY_PID=""
 if [ -d .study_data ]; then
-  MINUTES=$("$PY" -c "print(round(max(0.5, min(3.0, ($(left) - 100) / 60)), 2))")
-  echo "small_data: $MINUTES minutes of training per seed, seeds side by side"
-  check small_data $(($(left) + 30)) "$PY" benchmarks/small_data_study.py run --data .study_data \
-    --out "$WORK/study" --device cuda --seeds 0 1 2 --minutes "$MINUTES" --json "$OUT/small_data_study.json" &
+  STUDY_S=$(($(left) - 10))  # start-up (about 20 s), training, then about 40 s of evaluation
+  MINUTES=$("$PY" -c "print(round(max(0.3, min(3.0, ($STUDY_S - 65) / 60)), 2))")
+  echo "small_data: $MINUTES minutes of training per seed, seeds side by side, $STUDY_S s in all"
+  check small_data $((STUDY_S + 20)) "$PY" benchmarks/small_data_study.py run --data .study_data \
+    --out "$WORK/study" --device cuda --seeds $STUDY_SEEDS --minutes "$MINUTES" --budget-s "$STUDY_S" \
+    --samples $STUDY_SAMPLES --json "$OUT/small_data_study.json" &
   STUDY_PID=$!
 else
   echo "small_data: skipped (no .study_data/: run benchmarks/small_data_study.py prepare --out .study_data)"
@@ -112,8 +126,9 @@ fi
 
 CUDA=(--set train.device=cuda --set train.log_every_steps=10 --set train.sample_every_steps=20
       --set train.checkpoint_every_steps=20 --set train.steps=20)
-check train_2d_bf16 60 "$PY" -m medgan train -c configs/debug_cpu_unconditional.yaml --run-dir "$WORK/u2d" \
-  "${CUDA[@]}" --set train.precision=bf16 --set train.channels_last=true --set train.batch_size=32
+check train_2d_bf16 90 "$PY" -m medgan train -c configs/debug_cpu_unconditional.yaml --run-dir "$WORK/u2d" \
+  "${CUDA[@]}" --set train.precision=bf16 --set train.channels_last=true --set train.batch_size=32 \
+  --set train.compile=true
 check train_3d_fp16 45 "$PY" -m medgan train -c configs/debug_cpu_3d.yaml --run-dir "$WORK/u3d" "${CUDA[@]}" \
   --set train.precision=fp16
 check train_tasks 90 bash -c "
@@ -157,7 +172,7 @@ import json, os, sys
 out, seconds = sys.argv[1], int(sys.argv[2])
 checks = [json.loads(line) for line in open(os.path.join(out, "checks.jsonl"))]
 summary = {"seconds": seconds, "checks": {c["check"]: c for c in checks}}
-for name in ("peak", "train_bench", "eval_bench", "small_data_study"):
+for name in ("peak", "train_bench", "eval_bench", "eval_effnet", "small_data_study"):
     path = os.path.join(out, f"{name}.json")
     if os.path.exists(path):
         summary[name] = json.load(open(path))
@@ -169,4 +184,5 @@ EOF
 # Only 8 files come back from a lent machine: gpu_suite.json (everything above), the logs and parts in one archive.
 (cd "$OUT" && parts=$(ls ./*.json 2>/dev/null | grep -v gpu_suite.json) \
   && tar czf logs.tar.gz logs checks.jsonl $parts && rm -rf logs checks.jsonl $parts)
+ls -la "$OUT"
 rm -rf "$WORK"
