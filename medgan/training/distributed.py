@@ -8,16 +8,20 @@ torchrun sets RANK, LOCAL_RANK and WORLD_SIZE; with WORLD_SIZE > 1 a process gro
 started (NCCL on GPUs, gloo on CPUs). A single process never starts one (EDM's `get_rank()`
 returns 0), so notebooks and tests need no environment.
 
-Gradients are averaged explicitly after each phase's backward (StyleGAN2-ADA's approach)
-rather than by wrapping networks in `DistributedDataParallel`: DDP's reducer cannot follow
-the double backward of R1 and WGAN-GP penalties, nor a discriminator run several times
-before one backward, and the explicit form keeps the GAN phases readable.
+Every network is wrapped in `DistributedDataParallel`, which averages its gradients while the
+backward runs. The GAN phases fit DDP's model as they are: a discriminator called on real and on
+fake images (and, for lazy R1, once more on real images whose input gradient is taken with
+`create_graph`) before one backward, then called with its parameters frozen in the generator
+phase, which leaves it nothing to reduce. `broadcast_buffers=False`: normalisation statistics stay
+per process (rank 0's are saved), so calling a network several times before a backward never
+overwrites a buffer the backward needs. A test trains every task with two processes and checks
+that the ranks' weights stay identical.
 """
 
 from __future__ import annotations
 
+import inspect
 import os
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,30 +59,17 @@ class Dist:
             dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
         return tensor
 
-    def reduce_gradients(self, params: Iterable[nn.Parameter]) -> None:
-        """Average gradients over processes with one flat all-reduce (missing grads count as 0)."""
-        if not self.enabled:
-            return
-        params = list(params)
-        for p in params:
-            if p.grad is None:  # every rank must send the same layout
-                p.grad = torch.zeros_like(p)
-        flat = torch.cat([p.grad.flatten() for p in params])
-        dist.all_reduce(flat, op=dist.ReduceOp.SUM)
-        flat /= self.world_size
-        offset = 0
-        for p in params:  # copy back in place, keeping each gradient's memory layout
-            n = p.grad.numel()
-            p.grad.copy_(flat[offset : offset + n].view(p.grad.shape))
-            offset += n
+    def wrap(self, net: nn.Module, device: torch.device) -> nn.Module:
+        """`net` in DistributedDataParallel (it starts from rank 0's parameters and buffers)."""
+        from torch.nn.parallel import DistributedDataParallel
 
-    def broadcast_modules(self, modules: Iterable[nn.Module]) -> None:
-        """Make every process start from rank 0's parameters and buffers."""
-        if not self.enabled:
-            return
-        for module in modules:
-            for tensor in list(module.parameters()) + list(module.buffers()):
-                dist.broadcast(tensor.data, src=0)
+        ids = [device] if device.type == "cuda" else None
+        # Buffers are not synced in the forward (newer torch names the switch forward_sync_buffers); gradients
+        # are views into DDP's buckets, so they take the buckets' layout and are not copied into them.
+        params = inspect.signature(DistributedDataParallel).parameters
+        buffers = {"forward_sync_buffers" if "forward_sync_buffers" in params else "broadcast_buffers": False}
+        return DistributedDataParallel(net, device_ids=ids, output_device=device if ids else None,
+                                       gradient_as_bucket_view=True, **buffers)  # fmt: skip
 
     def broadcast_object(self, obj: Any) -> Any:
         """Rank 0's `obj` on every process (a run folder name, say)."""

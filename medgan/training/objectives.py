@@ -52,8 +52,9 @@ class Objective:
         missing = [role for role in self.ROLES if role not in nets]
         if missing:
             raise ValueError(f"{type(self).__name__} needs networks {missing}")
-        self.nets = nets
-        self.run: dict[str, Callable[..., Any]] = dict(nets)  # possibly compiled callables, same networks
+        self.nets = nets  # the modules themselves: parameters, state dicts, EMA
+        self.eager: dict[str, Callable[..., Any]] = dict(nets)  # as called for penalties (DDP-wrapped when distributed)
+        self.run: dict[str, Callable[..., Any]] = dict(nets)  # as called for the losses (also compiled, if asked)
         self.gan_loss, self.gp_weight = gan_loss, gp_weight
         self.r1_gamma, self.r1_interval_steps = r1_gamma, r1_interval_steps
         self.augment = augment or (lambda x: x)
@@ -85,9 +86,14 @@ class Objective:
     def discriminators(self) -> dict[str, nn.Module]:
         return {r: self.nets[r] for r, kind in self.ROLES.items() if kind == "discriminator"}
 
+    def distribute(self, wrap: Callable[[nn.Module], nn.Module]) -> None:
+        """Call every network through `wrap(net)` (DistributedDataParallel), penalties included."""
+        self.eager = {name: wrap(net) for name, net in self.nets.items()}
+        self.run = dict(self.eager)
+
     def compile(self, compiler: Callable[[nn.Module], Callable[..., Any]]) -> None:
         """Use `compiler(net)` for forward passes; penalties that differentiate twice stay eager."""
-        self.run = {name: compiler(net) for name, net in self.nets.items()}
+        self.run = {name: compiler(net) for name, net in self.eager.items()}
 
     def state_dict(self) -> dict[str, Tensor]:
         return {"noise": self.noise.get_state()}
@@ -105,7 +111,7 @@ class Objective:
         fake_logits = self._logits(name, fake.detach(), labels)
         loss = losses.d_loss(self.gan_loss, real_logits, fake_logits)
         if self.gan_loss == "wgan-gp" and self.gp_weight > 0:
-            eager = self.nets[name]
+            eager = self.eager[name]
             with torch.autocast(self.device.type, enabled=False):
                 penalty = losses.gradient_penalty(
                     lambda x: eager(self.augment(x), labels) if labels is not None else eager(self.augment(x)),
@@ -120,7 +126,7 @@ class Objective:
 
     def _r1(self, name: str, real: Tensor, labels: Tensor | None = None) -> Tensor:
         real = self.augment(real.detach().float()).detach().requires_grad_(True)
-        net = self.nets[name]
+        net = self.eager[name]
         logits = net(real, labels) if labels is not None else net(real)
         return losses.r1_penalty(logits, real) * (self.r1_gamma / 2) * self.r1_interval_steps
 
@@ -244,8 +250,8 @@ class PairedGAN(Objective):
         loss = adv + self.reconstruction_weight * rec
         stats = {"loss_g_adv": adv.detach(), "loss_rec": rec.detach()}
         if self.feature_matching_weight > 0:
-            with torch.no_grad():
-                _, real_features = self.run["D"].forward_features(torch.cat([c, real], 1))
+            with torch.no_grad():  # the module itself: D keeps no gradients in this phase, so none to reduce
+                _, real_features = self.nets["D"].forward_features(torch.cat([c, real], 1))
             _, fake_features = self.nets["D"].forward_features(torch.cat([c, fake], 1))
             fm = losses.feature_matching_loss(real_features, fake_features)
             loss, stats["loss_fm"] = loss + self.feature_matching_weight * fm, fm.detach()

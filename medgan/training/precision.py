@@ -91,12 +91,11 @@ def step(
     params: list[nn.Parameter],
     scaler: torch.amp.GradScaler | None = None,
     clip_norm: float | None = None,  # max gradient L2 norm over `params`; None: no clipping
-    reduce_gradients=None,  # callable(params) that averages gradients over processes
 ) -> Tensor | None:
-    """Backward, (all-reduce), (unscale), (clip), optimizer step, zero grads. Returns the grad norm if clipped."""
+    """Backward (DDP averages gradients over processes), (unscale), (clip), optimizer step, zero grads.
+
+    Returns the gradient norm if clipped."""
     (scaler.scale(loss) if scaler is not None else loss).backward()
-    if reduce_gradients is not None:
-        reduce_gradients(params)
     norm = None
     if clip_norm is not None:
         if scaler is not None:

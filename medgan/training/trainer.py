@@ -86,7 +86,7 @@ def _train(cfg: TrainConfig, dist: Dist, run_dir: str | None, resume: bool, name
     if checkpoint is not None:
         check_compatible(checkpoint["config"], config, latest_checkpoint(run_dir))
 
-    # Data, then networks built identically on every rank (and broadcast, to be sure).
+    # Data, then networks built identically on every rank (DDP also broadcasts rank 0's weights).
     dataset = build.build_dataset(cfg.data, cfg.task, cfg.data.cache_dir or os.path.join(run_dir, "cache"))
     record = dataset.record
     torch.manual_seed(cfg.seed)
@@ -96,7 +96,6 @@ def _train(cfg: TrainConfig, dist: Dist, run_dir: str | None, resume: bool, name
                                 cfg.data.image_size, cfg.train.batch_size)  # fmt: skip
     for net in nets.values():
         net.to(device=device, memory_format=layout).train()
-    dist.broadcast_modules(nets.values())
 
     # Per-rank seeds: each process draws its own noise and augmentations.
     rank_seed = cfg.seed + 1_000_003 * dist.rank
@@ -116,6 +115,8 @@ def _train(cfg: TrainConfig, dist: Dist, run_dir: str | None, resume: bool, name
     objective = task(nets=nets, gan_loss=cfg.loss.gan, r1_gamma=cfg.loss.r1_gamma, augment=augment,
                      r1_interval_steps=cfg.loss.r1_interval_steps, gp_weight=cfg.loss.gp_weight,
                      seed=rank_seed, device=device, **task_options)  # fmt: skip
+    if dist.enabled:  # DistributedDataParallel: rank 0's weights to all, gradients averaged during backward
+        objective.distribute(lambda net: dist.wrap(net, device))
     if cfg.train.compile:
         objective.compile(torch.compile)
 
@@ -174,13 +175,13 @@ def _train(cfg: TrainConfig, dist: Dist, run_dir: str | None, resume: bool, name
             if regularizer is not None:
                 d_loss = d_loss + regularizer[0]
                 d_stats.update(regularizer[1])
-        step(d_opt, d_loss, d_params, scalers["D"], clip, dist.reduce_gradients)
+        step(d_opt, d_loss, d_params, scalers["D"], clip)
 
         # Generator phase: the discriminators pass gradients through but keep none themselves.
         with requires_grad(objective.discriminators().values(), False):
             with precision.autocast():
                 g_loss, g_stats = objective.g_loss(batch, fakes)
-            step(g_opt, g_loss, g_params, scalers["G"], clip, dist.reduce_gradients)
+            step(g_opt, g_loss, g_params, scalers["G"], clip)
         del fakes
 
         done = step_index + 1
@@ -250,9 +251,11 @@ def _set_lr(g_opt, g_lr: float, d_opt, d_lr: float, step_index: int, total: int,
 
 def _state(cfg, config, done, images_per_step, record, nets, ema, g_opt, d_opt, scalers, augment, objective, dist):
     """Everything a checkpoint holds; per-process random states are gathered from every rank."""
-    per_rank = dist.gather_objects(
-        {"rng": get_rng_state(), "objective": objective.state_dict(), "augment": augment.state_dict()}
-    )
+    per_rank = dist.gather_objects({"rng": get_rng_state(), "objective": objective.state_dict(),
+                                    "augment": augment.state_dict(), "weights": _digest(nets)})  # fmt: skip
+    if len({str(r["weights"]) for r in per_rank}) > 1:
+        log.warning("step %d: the processes' weights differ (%s); gradients are not being averaged alike",
+                    done, [r["weights"] for r in per_rank])  # fmt: skip
     return {
         "config": config,
         "step": done,
@@ -265,6 +268,15 @@ def _state(cfg, config, done, images_per_step, record, nets, ema, g_opt, d_opt, 
         "ranks": per_rank,
         "data_record": record,
     }
+
+
+def _digest(nets: dict[str, torch.nn.Module]) -> dict[str, list[float]]:
+    """Per network: the sum and the sum of squares of its parameters (float64), to compare processes."""
+    out = {}
+    for name, net in nets.items():
+        flat = torch.cat([p.detach().double().flatten() for p in net.parameters()])
+        out[name] = [flat.sum().item(), flat.square().sum().item()]
+    return out
 
 
 def _restore(checkpoint: dict[str, Any], dist, nets, ema, g_opt, d_opt, scalers, augment, objective) -> int:
