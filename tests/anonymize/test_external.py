@@ -36,7 +36,7 @@ _VALUES = re.compile(r"<[^>]*>|\"[^\"]*\"")
 
 def dciodvfy_errors(path) -> set[str]:
     """dciodvfy's error lines, with values and numbers blanked so that new UIDs or dates compare equal."""
-    from _dicom_tools import SYNTHETIC_DATA_ERROR, external_tool
+    from dicom_tools import SYNTHETIC_DATA_ERROR, external_tool
 
     tool = external_tool("dciodvfy")
     result = subprocess.run([tool, os.fspath(path)], capture_output=True, timeout=60, check=False)
@@ -46,9 +46,6 @@ def dciodvfy_errors(path) -> set[str]:
 
 
 def test_dciodvfy_reports_no_error_the_input_did_not_have(tmp_path):
-    import sys
-
-    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "io"))
     from pydicom.data import get_testdata_file
 
     worker.init_worker(Policy.from_recipe(Recipe(quarantine_burned_in=False), SECRET))

@@ -11,7 +11,7 @@ import numpy as np
 import pydicom
 import pytest
 import SimpleITK as sitk
-from _dicom_tools import GEOMETRIES, UID, ct_volume, dciodvfy, external_tool, files_in
+from dicom_tools import GEOMETRIES, UID, ct_volume, dciodvfy, external_tool, files_in
 from nibabel.orientations import apply_orientation, inv_ornt_aff, io_orientation, ornt_transform
 from pydicom.tag import Tag
 

@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pydicom
 import pytest
-from _dicom_tools import GEOMETRIES, UID, affine, ct_volume, dciodvfy, files_in, read_all
+from dicom_tools import GEOMETRIES, UID, affine, ct_volume, dciodvfy, files_in, read_all
 
 import medgan.io.dicom_write as dicom_write
 from medgan.errors import OutputError

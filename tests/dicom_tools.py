@@ -1,4 +1,4 @@
-"""Shared by the DICOM writer tests: external validators, small images and geometries."""
+"""Shared by the DICOM writer and de-identification tests: external validators, small images and geometries."""
 
 from __future__ import annotations
 
