@@ -30,30 +30,34 @@ class TrainingDiverged(MedganError):
 
 
 class Stats:
-    """Running means of named scalars on the device, with the first step each went non-finite."""
+    """Running means of named scalars on the device, with the first step each went non-finite.
+
+    A step's values are stacked into one vector, so accumulating them is a handful of device
+    operations whatever their number (a GPU launches five small kernels a step, not five per value).
+    Steps that report different names (lazy R1 every few steps) accumulate in separate groups.
+    """
 
     def __init__(self) -> None:
-        self._sums: dict[str, Tensor] = {}
-        self._counts: dict[str, int] = {}
-        self._first_bad: dict[str, Tensor] = {}
+        self._groups: dict[tuple[str, ...], list] = {}  # names -> [sums, count, first bad step]
 
     def add(self, step: int, values: dict[str, Tensor]) -> None:
-        for name, value in values.items():
-            value = value.detach().float()
-            bad_at = torch.where(torch.isfinite(value), math.inf, float(step))
-            if name in self._sums:
-                self._sums[name] += value
-                self._counts[name] += 1
-                self._first_bad[name] = torch.minimum(self._first_bad[name], bad_at)
-            else:
-                self._sums[name], self._counts[name], self._first_bad[name] = value.clone(), 1, bad_at
+        names = tuple(values)
+        vector = torch.stack([values[name].detach().float().reshape(()) for name in names])
+        bad_at = torch.where(torch.isfinite(vector), math.inf, float(step))
+        group = self._groups.get(names)
+        if group is None:
+            self._groups[names] = [vector.clone(), 1, bad_at]
+        else:
+            group[0] += vector
+            group[1] += 1
+            group[2] = torch.minimum(group[2], bad_at)
 
     def check_finite(self) -> None:
         """Raise `TrainingDiverged` if any value was NaN/Inf since the last `means()`."""
-        if not self._first_bad:
+        if not self._groups:
             return
-        names = list(self._first_bad)
-        first = torch.stack([self._first_bad[n] for n in names]).tolist()
+        names = [name for group in self._groups for name in group]
+        first = torch.cat([group[2] for group in self._groups.values()]).tolist()
         bad = [(step, name) for step, name in zip(first, names, strict=True) if math.isfinite(step)]
         if bad:
             step, name = min(bad)
@@ -65,12 +69,18 @@ class Stats:
 
     def means(self) -> dict[str, float]:
         """Means since the last call (one device read), then reset."""
-        if not self._sums:
+        if not self._groups:
             return {}
-        names = list(self._sums)
-        values = torch.stack([self._sums[n] / self._counts[n] for n in names]).tolist()
-        self._sums, self._counts, self._first_bad = {}, {}, {}
-        return dict(zip(names, values, strict=True))
+        sums = torch.cat([group[0] for group in self._groups.values()]).tolist()
+        names = [name for group in self._groups for name in group]
+        counts = [group[1] for key, group in self._groups.items() for _ in key]
+        total: dict[str, list[float]] = {}
+        for name, value, count in zip(names, sums, counts, strict=True):
+            entry = total.setdefault(name, [0.0, 0])
+            entry[0] += value
+            entry[1] += count
+        self._groups = {}
+        return {name: value / count for name, (value, count) in total.items()}
 
 
 def _planes(volume: np.ndarray) -> list[np.ndarray]:

@@ -161,3 +161,19 @@ def test_sample_grids_show_three_planes_of_volumes():
     assert coronal.min() == 0 and coronal.max() == 255  # one bright row (k = 2) in a dark plane
     flat = sample_grid([torch.zeros(1, 3, 64, 32)], columns=1)  # 2D: the middle channel, 32 x 64 after rotation
     assert flat.shape == (33 * 2, 66 * 2) and flat[0, 0] == 128
+
+
+def test_stats_average_each_name_over_the_steps_that_reported_it_and_name_the_first_bad_step():
+    from medgan.training.logging import Stats, TrainingDiverged
+
+    stats = Stats()
+    stats.add(1, {"loss_d": torch.tensor(1.0), "loss_r1": torch.tensor(0.5), "loss_g": torch.tensor(2.0)})
+    stats.add(2, {"loss_d": torch.tensor(3.0), "loss_g": torch.tensor(4.0)})
+    stats.add(3, {"loss_d": torch.tensor(5.0, dtype=torch.bfloat16), "loss_g": torch.tensor([6.0])})
+    stats.check_finite()
+    assert stats.means() == pytest.approx({"loss_d": 3.0, "loss_r1": 0.5, "loss_g": 4.0})
+    assert stats.means() == {}  # reset
+    stats.add(4, {"loss_d": torch.tensor(1.0), "loss_g": torch.tensor(float("inf"))})
+    stats.add(5, {"loss_d": torch.tensor(float("nan")), "loss_r1": torch.tensor(1.0), "loss_g": torch.tensor(1.0)})
+    with pytest.raises(TrainingDiverged, match="loss_g became NaN or infinite at step 4"):
+        stats.check_finite()
