@@ -143,13 +143,15 @@ class Objective:
 
 
 def _mean(logits: Any) -> Tensor:
-    scales = [logits] if isinstance(logits, Tensor) else list(logits)
-    return torch.stack([t.detach().float().mean() for t in scales]).mean()
+    if isinstance(logits, Tensor):  # one output: one reduction (the usual case, kept cheap on a GPU)
+        return logits.detach().float().mean()
+    return torch.stack([t.detach().float().mean() for t in logits]).mean()
 
 
 def _mean_sign(logits: Any) -> Tensor:
-    scales = [logits] if isinstance(logits, Tensor) else list(logits)
-    return torch.stack([t.detach().float().sign().mean() for t in scales]).mean()
+    if isinstance(logits, Tensor):
+        return logits.detach().sign().float().mean()
+    return torch.stack([t.detach().sign().float().mean() for t in logits]).mean()
 
 
 class LatentGAN(Objective):
