@@ -26,7 +26,7 @@
 # The lent GPU machine has PyTorch (and numpy, scipy, click, rich, pyyaml) but not medgan's other dependencies:
 # `make gpu-prep` (here, with PyPI) downloads them as CPython 3.12 wheels into .whl/ and prepares the study's
 # real brain MR slices in .study_data/; name both in the call's carry list. This script installs the wheels when
-# .whl/ is there. SUITE_SECONDS (default 480) is the whole budget; later steps shrink or are skipped to keep to it.
+# .whl/ is there. SUITE_SECONDS (default 500) is the whole budget; later steps shrink or are skipped to keep to it.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-gpu_suite_out}
@@ -35,7 +35,7 @@ OUT=$(cd "$OUT" && pwd)
 WORK=$(mktemp -d)
 PY=${PYTHON:-python3}
 START=$SECONDS
-BUDGET=${SUITE_SECONDS:-480}
+BUDGET=${SUITE_SECONDS:-500}
 left() { echo $((BUDGET - (SECONDS - START))); }
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 if ls .whl/*.whl >/dev/null 2>&1; then
@@ -94,7 +94,7 @@ print(f"bf16 matmul: {tflops:.0f} TFLOP/s on {torch.cuda.get_device_name()}")
 EOF
 PEAK=$("$PY" -c "import json; print(json.load(open('$OUT/peak.json'))['bf16_matmul_tflops'])" 2>/dev/null || echo "")
 
-check bench 210 "$PY" benchmarks/train_bench.py "${BENCH[@]}" --json "$OUT/train_bench.json" \
+check bench 240 "$PY" benchmarks/train_bench.py "${BENCH[@]}" --json "$OUT/train_bench.json" \
   ${PEAK:+--peak-tflops "$PEAK"}
 grep -v '^\[' "$LOGS/bench.log" | tail -14
 check eval_bench 90 "$PY" benchmarks/eval_bench.py --device cuda --no-peer "${EVAL[@]}" \
