@@ -25,6 +25,8 @@ def train(
     Several GPUs or machines: start it under torchrun, e.g.
     `torchrun --nproc_per_node 8 -m medgan train -c configs/synth2d_256.yaml`.
     With --resume and no -c, the run folder's own config.yaml is used.
+    A job slot: --set train.time_limit_minutes=230 stops in time with a checkpoint; --resume goes on.
+    Every key is described in docs/training.md.
     """
     from medgan.config import dump_config, load_config
     from medgan.errors import ConfigError
