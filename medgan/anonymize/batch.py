@@ -262,10 +262,10 @@ def _run_pool(tasks, policy: Policy, workers: int, temp: str, record, chunk_file
     suspects: list[tuple[str, str | None, str]] = []
     while True:
         for task in suspects:
-            with cf.ProcessPoolExecutor(1, initializer=worker.init_worker, initargs=(policy,)) as alone:
+            with _pool(1, policy) as alone:
                 _drain({alone.submit(worker.process_chunk, [task], temp): [task]}, record, retry=False)
         suspects = []
-        with cf.ProcessPoolExecutor(workers, initializer=worker.init_worker, initargs=(policy,)) as pool:
+        with _pool(workers, policy) as pool:
             in_flight: dict[cf.Future, list] = {}
             for chunk in chunks:
                 try:
@@ -281,6 +281,11 @@ def _run_pool(tasks, policy: Policy, workers: int, temp: str, record, chunk_file
                 suspects += _drain(in_flight, record, retry=True)
         if not suspects:
             return
+
+
+def _pool(workers: int, policy: Policy) -> cf.ProcessPoolExecutor:
+    """Worker processes that build the passes once, and end if this process is killed."""
+    return cf.ProcessPoolExecutor(workers, initializer=worker.init_pool_worker, initargs=(policy, os.getpid()))
 
 
 def _drain(in_flight: dict, record, retry: bool, first: bool = False) -> list:

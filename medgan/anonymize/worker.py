@@ -10,8 +10,11 @@ values from the file).
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import re
+import signal
+import sys
 import uuid
 import warnings
 from dataclasses import dataclass
@@ -29,7 +32,7 @@ from medgan.anonymize.pixels import PixelError, has_pixels
 from medgan.anonymize.quiet import quiet_pydicom
 from medgan.anonymize.recipe import Policy
 
-__all__ = ["Result", "init_worker", "process_chunk", "process_file"]
+__all__ = ["Result", "init_pool_worker", "init_worker", "process_chunk", "process_file"]
 
 _MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
 _NIFTI_SUFFIXES = (".nii", ".nii.gz")
@@ -48,9 +51,28 @@ class Result:
 
 
 def init_worker(policy: Policy) -> None:
-    """Process-pool initializer: build the passes once per process."""
+    """Build the passes once per process (in a pool worker, or in this process)."""
     global _deidentifier
     _deidentifier = Deidentifier(policy)
+
+
+def init_pool_worker(policy: Policy, parent_pid: int) -> None:
+    """Process-pool initializer: die with the batch process, then build the passes.
+
+    Pool workers wait on a pipe that they hold open themselves, so if the batch is killed outright
+    (SIGKILL, the out-of-memory killer) they would otherwise wait forever. On Linux the kernel
+    sends them SIGTERM when it dies; the batch's journal lets the next run resume.
+    """
+    if sys.platform.startswith("linux"):  # (with a fork server as parent, it dies with the batch, and so do we)
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        try:
+            os.kill(parent_pid, 0)
+        except ProcessLookupError:  # the batch died before the line above took effect
+            os._exit(1)
+        except PermissionError:
+            pass
+    init_worker(policy)
 
 
 def process_file(path: str, sidecar: str | None, input_id: str, temp_dir: str) -> Result:

@@ -11,11 +11,15 @@ optimizers, EMA, augmentation state, step, every random state and the data order
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
 import os
 import random
+import signal
+import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -158,72 +162,106 @@ def _train(cfg: TrainConfig, dist: Dist, run_dir: str | None, resume: bool, name
     logger = RunLogger(run_dir, dist.is_main, total, start_step, images_per_step, cfg.train.tensorboard)
     stats = Stats()
     clip = cfg.optim.grad_clip_norm
-    limit = cfg.train.time_limit_minutes
-    deadline = None if limit is None else _clock() + 60.0 * limit
+    stopper = _Stopper(cfg.train.time_limit_minutes, dist)
 
-    for step_index in range(start_step, total):
-        batch = build.to_device(next(batches), device, layout)
-        _set_lr(g_opt, cfg.optim.g_lr, d_opt, cfg.optim.d_lr, step_index, total, cfg.optim.lr_decay_start)
+    with stopper.catching_signals():  # a scheduler's SIGTERM ends the run as the time limit does
+        for step_index in range(start_step, total):
+            batch = build.to_device(next(batches), device, layout)
+            _set_lr(g_opt, cfg.optim.g_lr, d_opt, cfg.optim.d_lr, step_index, total, cfg.optim.lr_decay_start)
 
-        # Generators run once; the discriminator phase sees their output detached.
-        with precision.autocast():
-            fakes = objective.generate(batch)
-            d_loss, d_stats = objective.d_loss(batch, fakes)
-        if step_index % cfg.loss.r1_interval_steps == 0:
-            with precision.full():
-                regularizer = objective.d_regularizer(batch)
-            if regularizer is not None:
-                d_loss = d_loss + regularizer[0]
-                d_stats.update(regularizer[1])
-        step(d_opt, d_loss, d_params, scalers["D"], clip)
-
-        # Generator phase: the discriminators pass gradients through but keep none themselves.
-        with requires_grad(objective.discriminators().values(), False):
+            # Generators run once; the discriminator phase sees their output detached.
             with precision.autocast():
-                g_loss, g_stats = objective.g_loss(batch, fakes)
-            step(g_opt, g_loss, g_params, scalers["G"], clip)
-        del fakes
+                fakes = objective.generate(batch)
+                d_loss, d_stats = objective.d_loss(batch, fakes)
+            if step_index % cfg.loss.r1_interval_steps == 0:
+                with precision.full():
+                    regularizer = objective.d_regularizer(batch)
+                if regularizer is not None:
+                    d_loss = d_loss + regularizer[0]
+                    d_stats.update(regularizer[1])
+            step(d_opt, d_loss, d_params, scalers["D"], clip)
 
-        done = step_index + 1
-        ema.update(done * images_per_step, images_per_step)
-        augment.observe(d_stats["real_sign"])
-        if done % cfg.augment.ada_interval_steps == 0:
-            augment.update_p(cfg.augment.ada_interval_steps * images_per_step, dist.reduce_sum)
-        stats.add(done, {**d_stats, **g_stats})  # steps are counted from 1, as in logs and checkpoint names
-        last = done == total or _time_up(deadline, done, cfg.train.log_every_steps, dist)
+            # Generator phase: the discriminators pass gradients through but keep none themselves.
+            with requires_grad(objective.discriminators().values(), False):
+                with precision.autocast():
+                    g_loss, g_stats = objective.g_loss(batch, fakes)
+                step(g_opt, g_loss, g_params, scalers["G"], clip)
+            del fakes
 
-        if done % cfg.train.log_every_steps == 0 or last:
-            stats.check_finite()  # stops with the step and the loss that went NaN/Inf
-            logger.log(done, stats.means(), {"augment_p": augment.p, "lr_g": g_opt.param_groups[0]["lr"],
-                                             "lr_d": d_opt.param_groups[0]["lr"], **_memory(device)})  # fmt: skip
-        if done % cfg.train.sample_every_steps == 0 or last:
-            with torch.no_grad(), precision.autocast():
-                rows = objective.preview(ema.modules, preview, seed=cfg.seed)
-            logger.samples(done, rows, cfg.train.num_samples)
-        if done % cfg.train.checkpoint_every_steps == 0 or last:
-            stats.check_finite()  # never checkpoint weights that a NaN has reached
-            state = _state(cfg, config, done, images_per_step, record, nets, ema, g_opt, d_opt, scalers, augment,
-                           objective, dist)  # fmt: skip
-            if dist.is_main:
-                save_checkpoint(run_dir, done, state, keep=cfg.train.keep_checkpoints)
-            dist.barrier()
-        if last and done < total:
-            log.info("train.time_limit_minutes (%s) reached at step %d of %d; `medgan train --resume` continues",
-                     limit, done, total)  # fmt: skip
-            break
+            done = step_index + 1
+            ema.update(done * images_per_step, images_per_step)
+            augment.observe(d_stats["real_sign"])
+            if done % cfg.augment.ada_interval_steps == 0:
+                augment.update_p(cfg.augment.ada_interval_steps * images_per_step, dist.reduce_sum)
+            stats.add(done, {**d_stats, **g_stats})  # steps are counted from 1, as in logs and checkpoint names
+            last = done == total or stopper(done, cfg.train.log_every_steps)
+
+            if done % cfg.train.log_every_steps == 0 or last:
+                stats.check_finite()  # stops with the step and the loss that went NaN/Inf
+                logger.log(done, stats.means(), {"augment_p": augment.p, "lr_g": g_opt.param_groups[0]["lr"],
+                                                 "lr_d": d_opt.param_groups[0]["lr"], **_memory(device)})  # fmt: skip
+            if done % cfg.train.sample_every_steps == 0 or last:
+                with torch.no_grad(), precision.autocast():
+                    rows = objective.preview(ema.modules, preview, seed=cfg.seed)
+                logger.samples(done, rows, cfg.train.num_samples)
+            if done % cfg.train.checkpoint_every_steps == 0 or last:
+                stats.check_finite()  # never checkpoint weights that a NaN has reached
+                state = _state(cfg, config, done, images_per_step, record, nets, ema, g_opt, d_opt, scalers, augment,
+                               objective, dist)  # fmt: skip
+                if dist.is_main:
+                    save_checkpoint(run_dir, done, state, keep=cfg.train.keep_checkpoints)
+                dist.barrier()
+            if last and done < total:
+                log.warning("%s at step %d of %d: stopped with a checkpoint; `medgan train --resume` continues",
+                            stopper.reason, done, total)  # fmt: skip
+                break
     logger.close()
     return run_dir
 
 
-def _time_up(deadline: float | None, done: int, interval: int, dist: Dist) -> bool:
-    """Whether the wall-clock budget is spent; with several processes rank 0 decides at log steps, for all."""
-    if deadline is None:
-        return False
-    if dist.world_size == 1:
-        return _clock() >= deadline
-    if done % interval:
-        return False
-    return bool(dist.broadcast_object(_clock() >= deadline if dist.is_main else None))
+class _Stopper:
+    """When to end a run early, with a checkpoint: its wall-clock budget is spent (train.time_limit_minutes),
+    or a scheduler asked it to stop (SIGTERM, or SIGUSR1 as SLURM's --signal sends ahead of the end of a slot).
+    With several processes rank 0 decides at log steps, for all of them."""
+
+    SIGNALS = ("SIGTERM", "SIGUSR1")
+
+    def __init__(self, limit_minutes: float | None, dist: Dist) -> None:
+        self.deadline = None if limit_minutes is None else _clock() + 60.0 * limit_minutes
+        self.dist, self.signal, self.reason = dist, None, None
+
+    @contextlib.contextmanager
+    def catching_signals(self) -> Iterator[None]:
+        previous = {}
+        if threading.current_thread() is threading.main_thread():  # Python handles signals there only
+            for name in self.SIGNALS:
+                number = getattr(signal, name, None)
+                if number is not None:
+                    previous[number] = signal.signal(number, self._caught)
+        try:
+            yield
+        finally:
+            for number, handler in previous.items():
+                signal.signal(number, handler)
+
+    def _caught(self, number: int, frame: Any) -> None:
+        self.signal = signal.Signals(number).name
+
+    def _why(self) -> str | None:
+        if self.signal is not None:
+            return self.signal
+        if self.deadline is not None and _clock() >= self.deadline:
+            return "train.time_limit_minutes"
+        return None
+
+    def __call__(self, done: int, interval: int) -> bool:
+        if self.dist.world_size == 1:
+            self.reason = self._why()
+        elif done % interval:  # the same steps on every rank: each must join the broadcast
+            return False
+        else:
+            self.reason = self.dist.broadcast_object(self._why() if self.dist.is_main else None)
+        return self.reason is not None
 
 
 def _memory(device: torch.device) -> dict[str, float]:

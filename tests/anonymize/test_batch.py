@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import os
@@ -147,6 +148,17 @@ def test_a_missing_output_file_is_redone(tmp_path):
     assert os.path.isfile(tmp_path / "out" / rows[0]["output"])
 
 
+def _processes_reading(source) -> list[int]:
+    """Processes whose command line names `source` (the batch and its pool workers)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError), open(f"/proc/{entry}/cmdline", "rb") as fh:
+                if str(source).encode() in fh.read():
+                    found.append(int(entry))
+    return found
+
+
 def test_a_run_killed_halfway_resumes_to_the_same_result(tmp_path, secret_file):
     source = tmp_path / "in"
     for copy in range(6):  # 168 files: long enough to be killed in the middle
@@ -160,6 +172,11 @@ def test_a_run_killed_halfway_resumes_to_the_same_result(tmp_path, secret_file):
         time.sleep(0.02)
     process.send_signal(signal.SIGKILL)
     process.wait()
+    if sys.platform.startswith("linux"):  # its workers end with it rather than wait on forever
+        deadline = time.monotonic() + 10
+        while _processes_reading(source) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _processes_reading(source) == []
     done_before = len(read_report(str(report)))
     assert 0 < done_before < 168, "the run was not caught in the middle"
     finished = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)

@@ -101,6 +101,30 @@ def test_a_time_limit_stops_with_a_checkpoint_and_resume_finishes_as_if_uninterr
     assert _tensors_equal(straight["networks"], resumed["networks"]) == []
 
 
+def test_sigterm_from_a_scheduler_stops_at_that_step_with_a_checkpoint_and_the_handler_is_put_back(
+    tiny_config, tmp_path, monkeypatch
+):
+    import signal
+
+    import medgan.training.trainer as trainer
+
+    class Interrupted(trainer.Stats):
+        def add(self, step, values):
+            super().add(step, values)
+            if step == 3:  # the scheduler's signal arrives during step 3
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(trainer, "Stats", Interrupted)
+    before = signal.getsignal(signal.SIGTERM)
+    train(tiny_config("unconditional", *QUIET, "train.steps=9", "train.checkpoint_every_steps=100"),
+          run_dir=str(tmp_path))  # fmt: skip
+    assert [os.path.basename(p) for p in checkpoint_paths(str(tmp_path))] == ["step_0000003.pt"]
+    assert signal.getsignal(signal.SIGTERM) is before
+    monkeypatch.undo()
+    train(tiny_config("unconditional", *QUIET, "train.steps=9"), run_dir=str(tmp_path), resume=True)
+    assert load_checkpoint(checkpoint_paths(str(tmp_path))[-1])["step"] == 9
+
+
 @pytest.mark.parametrize("task", ["unconditional", "conditional", "3d", "pix2pix", "label2image", "cyclegan"])
 def test_every_debug_config_trains_and_fills_its_run_folder(task, tiny_config, tmp_path):
     run = train(tiny_config(task, *QUIET, "train.steps=2", "train.sample_every_steps=2", "train.batch_size=2",
