@@ -952,60 +952,61 @@ def evaluate(args, out: str, runs: dict[str, dict], cfg, report: dict, deadline:
     evaluation["reference"]["untrained_generator"] = untrained
     save()
 
-    for seed in args.seeds:
-        run = runs.get(str(seed), {})
+    def one(section: str, prefix: str, seed: int, run: dict, draw: Callable[[], torch.Tensor],
+            annotate: Callable[[dict], None]) -> None:  # fmt: skip
+        """Score one generator into evaluation[section][seed]; a failure is recorded and the study goes on."""
         if not run.get("checkpoint"):
-            evaluation["seeds"][str(seed)] = {"error": f"no checkpoint (training {run.get('status', 'not run')})"}
-            continue
+            evaluation[section][str(seed)] = {"error": f"no checkpoint (training {run.get('status', 'not run')})"}
+            return
         if deadline is not None and time.monotonic() > deadline:
-            evaluation["seeds"][str(seed)] = {"error": "skipped: the study's time budget was spent"}
-            continue
+            evaluation[section][str(seed)] = {"error": "skipped: the study's time budget was spent"}
+            return
         try:
-            g, _, record = load_generators(run["checkpoint"], device)
-            fake = generate(g["G"], record, args.samples, seed, device, args.gen_batch)
-            result = score(f"seed {seed}", fake, *common)
+            fake = draw()
+            result = score(f"{prefix}seed {seed}", fake, *common)
+            annotate(result)
+            result["verdict"] = verdict(result, "random_cnn") if "random_cnn" in extractors else None
+            figure.append(fake[:8])
+            figure_rows.append(f"{prefix or 'medgan '}seed {seed}")
+            if args.save_samples:
+                path = os.path.join(out, f"{prefix.strip() or 'seed'}{seed}_samples.pt")
+                torch.save((fake[:64] * 255).round().to(torch.uint8), path)
+                result["samples_file"] = path
+            evaluation[section][str(seed)] = result
+        except Exception:
+            evaluation[section][str(seed)] = {"error": traceback.format_exc(limit=4)[-2000:]}
+        save()  # what is done stays on disk if the suite's timer ends the study
+
+    def draw_medgan(run: dict, seed: int) -> torch.Tensor:
+        g, _, record = load_generators(run["checkpoint"], device)
+        return generate(g["G"], record, args.samples, seed, device, args.gen_batch)
+
+    def annotate_medgan(run: dict) -> Callable[[dict], None]:
+        def annotate(result: dict) -> None:
             result["checkpoint"] = run["checkpoint"]
             step = re.search(r"step_(\d+)\.pt$", run["checkpoint"])
             result["checkpoint_step"] = int(step.group(1)) if step else None
             result["training_status"] = run["status"]
             for tag in extractors:
                 result[tag]["fd_progress"] = progress(result[tag], untrained.get(tag), floor[tag])
-            result["verdict"] = verdict(result, "random_cnn") if "random_cnn" in extractors else None
-            figure.append(fake[:8])
-            figure_rows.append(f"medgan seed {seed}")
-            if args.save_samples:
-                path = os.path.join(out, f"seed{seed}_samples.pt")
-                torch.save((fake[:64] * 255).round().to(torch.uint8), path)
-                result["samples_file"] = path
-            evaluation["seeds"][str(seed)] = result
-        except Exception:
-            evaluation["seeds"][str(seed)] = {"error": traceback.format_exc(limit=4)[-2000:]}
-        save()  # what is done stays on disk if the suite's timer ends the study
+
+        return annotate
+
+    def annotate_stock(result: dict) -> None:
+        result["note"] = f"MONAI DCGAN tutorial at {STOCK['image_size']}^2" + (
+            ", upsampled (bilinear) to the real slices' size to be scored" if size != (STOCK["image_size"],) * 2 else ""
+        )
+
+    for seed in args.seeds:
+        run = runs.get(str(seed), {})
+        one("seeds", "", seed, run, lambda run=run, seed=seed: draw_medgan(run, seed), annotate_medgan(run))
     evaluation["stock"] = {}
+    size = tuple(real.shape[1:])
     for seed in args.stock_seeds:
         run = report.get("stock_runs", {}).get(str(seed), {})
-        if not run.get("checkpoint"):
-            evaluation["stock"][str(seed)] = {"error": f"no generator (training {run.get('status', 'not run')})"}
-            continue
-        if deadline is not None and time.monotonic() > deadline:
-            evaluation["stock"][str(seed)] = {"error": "skipped: the study's time budget was spent"}
-            continue
-        try:
-            fake = stock_generate(run["checkpoint"], args.samples, seed, device, tuple(real.shape[1:]))
-            result = score(f"stock seed {seed}", fake, *common)
-            result["note"] = (f"MONAI DCGAN tutorial at {STOCK['image_size']}^2, upsampled (bilinear) to the real "
-                              "slices' size to be scored")  # fmt: skip
-            result["verdict"] = verdict(result, "random_cnn") if "random_cnn" in extractors else None
-            figure.append(fake[:8])
-            figure_rows.append(f"stock seed {seed}")
-            if args.save_samples:
-                path = os.path.join(out, f"stock{seed}_samples.pt")
-                torch.save((fake[:64] * 255).round().to(torch.uint8), path)
-                result["samples_file"] = path
-            evaluation["stock"][str(seed)] = result
-        except Exception:
-            evaluation["stock"][str(seed)] = {"error": traceback.format_exc(limit=4)[-2000:]}
-        save()
+        one("stock", "stock ", seed, run,
+            lambda run=run, seed=seed: stock_generate(run["checkpoint"], args.samples, seed, device, size),
+            annotate_stock)  # fmt: skip
     if args.figure:
         write_figure(args.figure, figure)
         evaluation["figure"] = {"path": os.path.abspath(args.figure), "rows": figure_rows}
