@@ -157,7 +157,9 @@ def test_a_nan_loss_stops_the_run_naming_the_step_and_writes_no_later_checkpoint
     assert [os.path.basename(p) for p in checkpoint_paths(str(tmp_path))] == ["step_0000002.pt"]
 
 
-@pytest.mark.parametrize("name", ["synth2d_256", "synth2d_64", "synth3d_128", "label2image_256", "pix2pix_256", "cyclegan_256"])
+@pytest.mark.parametrize(
+    "name", ["synth2d_256", "synth2d_64", "synth3d_128", "label2image_256", "pix2pix_256", "cyclegan_256"]
+)
 def test_gpu_configs_validate_and_their_networks_take_their_image_size(name):
     from medgan.config import load_config
     from medgan.training import build
