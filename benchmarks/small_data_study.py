@@ -937,7 +937,7 @@ def evaluate(args, out: str, runs: dict[str, dict], cfg, report: dict, deadline:
     figure = [real[torch.from_numpy(rng.permutation(len(real))[:8])]]
     figure_rows = ["real"]
 
-    first_ok = next((s for s in args.seeds if runs.get(str(s), {}).get("checkpoint")), args.seeds[0])
+    first_ok = next((s for s in args.seeds if runs.get(str(s), {}).get("checkpoint")), (args.seeds or [0])[0])
     untrained: dict[str, Any] = {}
     try:
         cfg0 = study_config(args.config, args.data, [*args.set], seed=first_ok)
@@ -1173,7 +1173,9 @@ def run(args: argparse.Namespace) -> int:
         if args.device != "auto":
             sets.append(f"train.device={args.device}")
         report["study_overrides"] = sets
-        cfg = study_config(args.config, os.path.abspath(args.data), [*sets, *args.set], seed=args.seeds[0])
+        cfg = study_config(args.config, os.path.abspath(args.data), [*sets, *args.set], seed=(args.seeds or [0])[0])
+        if not args.seeds and not args.stock_seeds:
+            raise SystemExit("nothing to train: give --seeds, --stock-seeds or both")
         from medgan.training.build import check_network_names
 
         check_network_names(cfg.generator, cfg.discriminator)  # a typo fails here, not in every run
@@ -1216,7 +1218,7 @@ def run(args: argparse.Namespace) -> int:
         report["summary"]["stock_seeds_mode_collapse_suspected"] = [
             s for s in stock_evaluated if (stock[s].get("verdict") or {}).get("mode_collapse")
         ]
-        status = 0 if evaluated else 1
+        status = 0 if evaluated or stock_evaluated else 1
     except (SystemExit, MedganError) as err:
         report["error"] = str(err)
         log(str(err))
@@ -1245,7 +1247,7 @@ def main() -> int:
     r = sub.add_parser("run", help="train every seed concurrently, then evaluate (GPU or CPU)")
     r.add_argument("--data", required=True, help="the folder `prepare` wrote")
     r.add_argument("--out", required=True, help="run folders, logs and the JSON go here")
-    r.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    r.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2], help="medgan seeds (none: the stock peer only)")
     r.add_argument(
         "--stock-seeds",
         type=int,
