@@ -29,7 +29,7 @@ Reference points: FD between random halves of the real set (the floor, and the s
 and the generator as initialised (step 0). The stock peer trains beside them for the same time and
 is scored the same way: MONAI's MedNIST DCGAN tutorial as published (64 x 64, its Generator and
 Discriminator, BCE, Adam 2e-4, batch 300, five D steps per G step; `--stock-seeds`, none to leave it
-out), its samples upsampled to the real slices' size. `--figure` writes real slices and every seed's
+out), its samples upsampled to larger real slices to be scored. `--figure` writes real slices and every seed's
 first samples as one PNG. Writes everything to one JSON file; exits 0 when at least one seed was
 evaluated, even if others failed (their failure and log tail are recorded).
 """
@@ -556,23 +556,20 @@ def train_seeds(args: argparse.Namespace, out: str, sets: list[str]) -> tuple[di
     if "OMP_NUM_THREADS" not in env:  # share the cores instead of every process taking all of them
         env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // max(1, jobs)))
     procs: dict[tuple[str, int], dict[str, Any]] = {}
+    stock_device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     for kind, seed in [*(("medgan", s) for s in args.seeds), *(("stock", s) for s in args.stock_seeds)]:
         name = f"seed{seed}" if kind == "medgan" else f"stock{seed}"
         run_dir, log_path = os.path.join(out, name), os.path.join(out, f"{name}.log")
         if kind == "medgan":
             command = [sys.executable, "-m", "medgan", "train", "-c", args.config, "--run-dir", run_dir,
                        "--set", f"seed={seed}"]  # fmt: skip
-            for item in [*sets, *args.set]:
-                command += ["--set", item]
         else:
             minutes = args.minutes if args.minutes > 0 else args.kill_after / 60
             command = [sys.executable, str(Path(__file__).resolve()), "stock", "--data", os.path.abspath(args.data),
                        "--config", args.config, "--out", run_dir, "--seed", str(seed), "--minutes", str(minutes),
-                       "--device", "cuda" if args.device == "cuda" else args.device]  # fmt: skip
-            if args.device == "auto":
-                command[-1] = "cuda" if torch.cuda.is_available() else "cpu"
-            for item in [*sets, *args.set]:
-                command += ["--set", item]
+                       "--device", stock_device]  # fmt: skip
+        for item in [*sets, *args.set]:
+            command += ["--set", item]
         fh = open(log_path, "w")  # noqa: SIM115 - closed when the process ends
         began = time.monotonic()
         proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=fh, stderr=subprocess.STDOUT,
@@ -746,13 +743,14 @@ def stock_train(args: argparse.Namespace) -> int:
 
 
 @torch.no_grad()
-def stock_generate(path: str, count: int, seed: int, device: torch.device, size: tuple[int, int]) -> torch.Tensor:
+def stock_generate(path: str, count: int, seed: int, device: torch.device, size: tuple[int, int],
+                   batch: int) -> torch.Tensor:  # fmt: skip
     """`count` samples of a trained stock G in 0..1, brought to the real slices' size (bilinear) to be scored."""
     g, _ = stock_networks()
     g.load_state_dict(torch.load(path, map_location="cpu", weights_only=True)["G"])
     g = g.to(device).eval()
     z = torch.randn(count, STOCK["latent_size"], generator=torch.Generator().manual_seed(seed))
-    out = torch.cat([g(z[i : i + 256].to(device)).float().cpu() for i in range(0, count, 256)])
+    out = torch.cat([g(z[i : i + batch].to(device)).float().cpu() for i in range(0, count, batch)])
     if tuple(out.shape[2:]) != tuple(size):
         out = torch.nn.functional.interpolate(out, size=size, mode="bilinear", align_corners=False)
     return out[:, 0].clamp(0, 1)
@@ -952,9 +950,10 @@ def evaluate(args, out: str, runs: dict[str, dict], cfg, report: dict, deadline:
     evaluation["reference"]["untrained_generator"] = untrained
     save()
 
-    def one(section: str, prefix: str, seed: int, run: dict, draw: Callable[[], torch.Tensor],
+    def one(kind: str, seed: int, run: dict, draw: Callable[[], torch.Tensor],
             annotate: Callable[[dict], None]) -> None:  # fmt: skip
-        """Score one generator into evaluation[section][seed]; a failure is recorded and the study goes on."""
+        """Score one generator into evaluation[seeds|stock][seed]; a failure is recorded and the study goes on."""
+        section, stem = ("seeds", "seed") if kind == "medgan" else ("stock", "stock")
         if not run.get("checkpoint"):
             evaluation[section][str(seed)] = {"error": f"no checkpoint (training {run.get('status', 'not run')})"}
             return
@@ -963,13 +962,13 @@ def evaluate(args, out: str, runs: dict[str, dict], cfg, report: dict, deadline:
             return
         try:
             fake = draw()
-            result = score(f"{prefix}seed {seed}", fake, *common)
+            result = score(f"{kind} seed {seed}", fake, *common)
             annotate(result)
             result["verdict"] = verdict(result, "random_cnn") if "random_cnn" in extractors else None
             figure.append(fake[:8])
-            figure_rows.append(f"{prefix or 'medgan '}seed {seed}")
+            figure_rows.append(f"{kind} seed {seed}")
             if args.save_samples:
-                path = os.path.join(out, f"{prefix.strip() or 'seed'}{seed}_samples.pt")
+                path = os.path.join(out, f"{stem}{seed}_samples.pt")
                 torch.save((fake[:64] * 255).round().to(torch.uint8), path)
                 result["samples_file"] = path
             evaluation[section][str(seed)] = result
@@ -999,13 +998,14 @@ def evaluate(args, out: str, runs: dict[str, dict], cfg, report: dict, deadline:
 
     for seed in args.seeds:
         run = runs.get(str(seed), {})
-        one("seeds", "", seed, run, lambda run=run, seed=seed: draw_medgan(run, seed), annotate_medgan(run))
+        one("medgan", seed, run, lambda run=run, seed=seed: draw_medgan(run, seed), annotate_medgan(run))
     evaluation["stock"] = {}
     size = tuple(real.shape[1:])
     for seed in args.stock_seeds:
         run = report.get("stock_runs", {}).get(str(seed), {})
-        one("stock", "stock ", seed, run,
-            lambda run=run, seed=seed: stock_generate(run["checkpoint"], args.samples, seed, device, size),
+        one("stock", seed, run,
+            lambda run=run, seed=seed: stock_generate(run["checkpoint"], args.samples, seed, device, size,
+                                                      args.gen_batch),
             annotate_stock)  # fmt: skip
     if args.figure:
         write_figure(args.figure, figure)
@@ -1122,7 +1122,7 @@ def print_table(report: dict) -> None:
     print(
         f"{tag} features (untrained, fixed seed); FD N/2: real half vs as many samples, as the floor; to floor: "
         "log-scale share of the way from the untrained generator's FD N/2 to the floor; "
-        "NN: distinct nearest real slices; stock: the MONAI DCGAN tutorial (64^2, upsampled to be scored)"
+        "NN: distinct nearest real slices; stock: the MONAI DCGAN tutorial (64^2, upsampled to larger real slices)"
     )
     print(f"real slices {evaluation.get('n_real')}, {report.get('samples')} samples per seed, "
           f"{report.get('device_name')}, torch {report.get('torch')}; training {t.get('train_wall_s')} s wall, "
