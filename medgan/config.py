@@ -115,8 +115,9 @@ def describe_validation_error(err: ValidationError, model: type[BaseModel]) -> s
         message = f"{key}: required key is missing"
     else:
         got = first.get("input")
-        shown = repr(got) if not isinstance(got, dict | list) else type(got).__name__
-        message = f"{key}: {first['msg'][0].lower()}{first['msg'][1:]}, got {shown}"
+        message = f"{key}: {first['msg'][0].lower()}{first['msg'][1:]}"
+        if not isinstance(got, dict | BaseModel):  # a whole section's check names its own values
+            message += f", got {repr(got) if not isinstance(got, list) else 'list'}"
     if len(errors) > 1:
         message += f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
     return message

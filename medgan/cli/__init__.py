@@ -7,9 +7,13 @@ group. User errors (`MedganError`, bad options) print one line on stderr and exi
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import signal
 import sys
+import threading
 import warnings
+from collections.abc import Iterator
 
 import click
 
@@ -37,10 +41,44 @@ def cli(verbose: int) -> None:
         warnings.filterwarnings("ignore", module=r"pydicom(\.|$)")
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP (a scheduler's time-out, a closed session): unwinds like Ctrl-C, so every
+    half-written output is removed on the way out."""
+
+    def __init__(self, number: int) -> None:
+        super().__init__(number)
+        self.number = number
+
+
+_RECEIVED: list[int] = []  # click turns KeyboardInterrupt into Abort: remember which signal it was
+
+
+def _terminated(number: int, frame) -> None:
+    _RECEIVED.append(number)
+    raise Terminated(number)
+
+
+@contextlib.contextmanager
+def _termination_unwinds() -> Iterator[None]:
+    """While a command runs, SIGTERM and SIGHUP raise `Terminated` (where nobody else handles them)."""
+    previous = {}
+    _RECEIVED.clear()
+    if threading.current_thread() is threading.main_thread():
+        for number in (signal.SIGTERM, signal.SIGHUP):
+            if signal.getsignal(number) is signal.SIG_DFL:
+                previous[number] = signal.signal(number, _terminated)
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the `medgan` console script."""
     try:
-        cli.main(args=argv, prog_name="medgan", standalone_mode=False)
+        with _termination_unwinds():
+            cli.main(args=argv, prog_name="medgan", standalone_mode=False)
     except MedganError as err:
         _fail(str(err))
     except click.exceptions.NoArgsIsHelpError as err:
@@ -49,7 +87,12 @@ def main(argv: list[str] | None = None) -> None:
     except click.UsageError as err:
         command = err.ctx.command_path if err.ctx else "medgan"
         _fail(f"{command}: {err.format_message()} (see --help)")
+    except Terminated as err:
+        _fail(f"stopped by {signal.Signals(err.number).name}", status=128 + err.number)
     except click.exceptions.Abort:
+        if _RECEIVED:
+            number = _RECEIVED.pop()
+            _fail(f"stopped by {signal.Signals(number).name}", status=128 + number)
         _fail("aborted", status=130)
     except KeyboardInterrupt:
         _fail("interrupted", status=130)

@@ -78,7 +78,9 @@ def convert(
     several series needs --series.
     """
     from medgan.io import MultipleSeriesError, read_image, write_image
+    from medgan.io.atomic import check_outside_inputs
 
+    check_outside_inputs(output, [source])
     dicom_options = {}
     if to == "dicom":
         dicom_options = {"modality": modality, "copy_patient": copy_patient, "synthetic": synthetic or None}
@@ -93,6 +95,7 @@ def convert(
             description = s.attributes.get("SeriesDescription", "")
             click.echo(f"  {s.key}  {s.modality or '?':3} {len(s.frames):5d} frames  {description}", err=True)
         raise
+    check_outside_inputs(output, image.meta.get("files") or [])  # a DICOMDIR's files lie beside it
     written = write_image(image, output, to=to, overwrite=overwrite, **dicom_options)
     click.echo(written)
 

@@ -12,6 +12,7 @@ treated as DICOM (a file, a folder of files, or a DICOMDIR).
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -131,7 +132,8 @@ def find_images(path: str | os.PathLike, skip_invalid: bool = False) -> tuple[li
     if dicom_files:
         scan = scan_dicom(path, skip_invalid=skip_invalid, files=dicom_files)
         problems = scan.problems
-        found += [FoundImage("dicom", s.folder, s.load, s) for s in scan.series]
+        single = dicom_files == [path]  # one DICOM file asked for by name: show the file, not its folder
+        found += [FoundImage("dicom", path if single else s.folder, s.load, s) for s in scan.series]
     return found, problems
 
 
@@ -148,19 +150,28 @@ def write_image(
     multiframe, copy_patient, series_description, ...).
     """
     path = os.fspath(path)
+    try:
+        return _write_image(image, path, to, overwrite, dicom_options)
+    except OSError as err:  # a full disk, a read-only or vanished folder: one line, not a traceback
+        raise OutputError(f"cannot write it ({err.strerror or err})", path=path) from None
+
+
+def _write_image(image, path: str, to: str | None, overwrite: bool, dicom_options: dict) -> str:
     if to == "dicom":
         from medgan.io.dicom_write import write_dicom_series
 
         return write_dicom_series(image, path, overwrite=overwrite, **dicom_options)
     if to not in (None, "nifti", "nrrd", "mha"):
         raise OutputError(f"unknown output format {to!r} (choose nifti, nrrd, mha or dicom)", path=path)
-    kind = to or format_of(path)
     if not path.lower().endswith(WRITE_SUFFIXES):
         raise OutputError(
             f"cannot tell the output format from the name; use one of {', '.join(WRITE_SUFFIXES)}, "
             "or --to dicom for a DICOM series folder",
             path=path,
         )
+    kind = format_of(path)
+    if to is not None and to != kind:
+        raise OutputError(f"the name says {kind} but --to says {to}; make them agree", path=path)
     if dicom_options:
         raise OutputError(f"options {sorted(dicom_options)} apply to DICOM output only", path=path)
     if kind == "nifti":
@@ -180,10 +191,36 @@ def _file_loader(path: str) -> Callable[..., object]:
 
 
 def _detached_data_files(headers: list[str]) -> set[str]:
-    """Data files named by .mhd/.nhdr headers are part of those images, not DICOM candidates."""
+    """Data files named by .mhd/.mha/.nhdr headers are part of those images, not DICOM candidates:
+    the file the header names (ElementDataFile, data file), and the usual stem + .raw/.img siblings."""
     partners = set()
     for header in headers:
-        if header.lower().endswith((".mhd", ".nhdr")):
+        lower = header.lower()
+        if not lower.endswith((".mhd", ".mha", ".nhdr")):
+            continue
+        if not lower.endswith(".mha"):
             stem = os.path.splitext(header)[0]
             partners.update(stem + ext for ext in (".raw", ".zraw", ".raw.gz", ".img"))
+        named = _named_data_file(header)
+        if named:
+            partners.add(os.path.join(os.path.dirname(header), named))
     return partners
+
+
+_DATA_FILE_FIELD = re.compile(r"^[ \t]*(?:ElementDataFile[ \t]*=|data ?file[ \t]*:)(.*)$", re.I | re.M)
+
+
+def _named_data_file(header: str) -> str | None:
+    """The one data file a MetaImage or NRRD header names (None for LOCAL data or a list)."""
+    try:
+        with open(header, "rb") as fp:
+            text = fp.read(8192).decode("latin-1")
+    except OSError:
+        return None
+    match = _DATA_FILE_FIELD.search(text)
+    if match is None:
+        return None
+    value = match.group(1).strip()
+    if value.upper() == "LOCAL" or value.upper().startswith("LIST") or "%" in value or " " in value:
+        return None  # data in the header file itself, or a list or pattern of files
+    return value

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 from medgan.errors import OutputError
 
-__all__ = ["atomic_dir", "atomic_file", "check_output"]
+__all__ = ["atomic_dir", "atomic_file", "check_output", "check_outside_inputs"]
 
 
 def check_output(path: str | os.PathLike, overwrite: bool) -> str:
@@ -26,6 +26,25 @@ def check_output(path: str | os.PathLike, overwrite: bool) -> str:
     if not os.access(parent, os.W_OK):
         raise OutputError("the parent folder is not writable", path=path)
     return path
+
+
+def check_outside_inputs(output: str | os.PathLike, inputs) -> None:
+    """Refuse an output that is an input, holds one (replacing it would delete the input), or lies inside an
+    input folder. Paths are compared after resolving links; `inputs` are files or folders."""
+    out = os.path.realpath(output)
+    for item in inputs:
+        if item is None:
+            continue
+        real = os.path.realpath(item)
+        if out == real:
+            raise OutputError(f"is the input {os.fspath(item)}; choose another output", path=output)
+        if real.startswith(out.rstrip(os.sep) + os.sep):
+            raise OutputError(
+                f"holds the input {os.fspath(item)} (writing it would delete that input); choose another output",
+                path=output,
+            )
+        if os.path.isdir(real) and out.startswith(real.rstrip(os.sep) + os.sep):
+            raise OutputError(f"lies inside the input folder {os.fspath(item)}; choose another output", path=output)
 
 
 def _partial_name(path: str, suffix: str = "") -> str:

@@ -212,7 +212,11 @@ def _layout(series: DicomSeries, allow_gaps: bool) -> VolumeLayout:
         f"is usual ({irregular.size} irregular step{'s' if irregular.size > 1 else ''})"
     )
     if not allow_gaps:
-        raise InputError(what + "; a slice may be missing. Pass --allow-gaps to interpolate", path=series.folder)
+        raise InputError(
+            what + "; a slice may be missing (medgan convert --allow-gaps, or allow_gaps=True in Python, "
+            "interpolates across it)",
+            path=series.folder,
+        )
     log.warning("%s; interpolating onto a regular %.3f mm grid", what, nominal)
     warnings.append(what + "; interpolated onto a regular grid")
     n_out = round((distances[-1] - distances[0]) / nominal) + 1

@@ -43,6 +43,8 @@ def _read_native(info: DicomFile) -> np.ndarray | None:
     if layout is None or info.bits_allocated not in (8, 16, 32) or info.pixel_offset is None:
         return None
     endian, explicit = layout
+    if endian == ">" and info.bits_allocated == 8:  # 8-bit OW in big endian is word-swapped: pydicom knows how
+        return None
     n_bytes = info.rows * info.columns * info.bits_allocated // 8
     try:
         with open(info.path, "rb") as fp:

@@ -27,8 +27,8 @@ __all__ = ["DicomFile", "Frame", "Problem", "group_frames", "list_dicom_files", 
 _MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
 _DEFLATED = "1.2.840.10008.1.2.1.99"  # Deflated Explicit VR Little Endian
 _IGNORED_NAMES = {"DICOMDIR", "Thumbs.db", "desktop.ini"}
-_ORIENTATION_DECIMALS = 4  # cosines equal to 1e-4 belong to the same stack
-_SPACING_DECIMALS = 4
+_ORIENTATION_TOLERANCE = 1e-4  # cosines within 1e-4 of each other belong to the same stack
+_SPACING_TOLERANCE = 1e-4  # mm
 
 
 @dataclass
@@ -87,8 +87,13 @@ def list_dicom_files(path: str | os.PathLike) -> list[str]:
         raise InputError("no such file or folder", path=path)
     if os.path.isdir(path):
         files = []
-        for root, dirs, names in os.walk(path):
-            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        visited = {os.path.realpath(path)}
+        for root, dirs, names in os.walk(path, followlinks=True):  # linked folders are searched, once
+            dirs[:] = [
+                d
+                for d in sorted(dirs)
+                if not d.startswith(".") and _first_visit(os.path.realpath(os.path.join(root, d)), visited)
+            ]
             files.extend(
                 os.path.join(root, n) for n in sorted(names) if not n.startswith(".") and n not in _IGNORED_NAMES
             )
@@ -96,6 +101,13 @@ def list_dicom_files(path: str | os.PathLike) -> list[str]:
     if _is_dicomdir(path):
         return _dicomdir_references(path)
     return [path]
+
+
+def _first_visit(real: str, visited: set[str]) -> bool:
+    if real in visited:
+        return False
+    visited.add(real)
+    return True
 
 
 def read_header(path: str) -> tuple[Dataset, int | None]:
@@ -175,11 +187,9 @@ def frames_from_header(path: str, ds: Dataset, pixel_offset: int | None) -> list
         frame.file = info
         frame.index = index
         key_orientation = (
-            None
-            if frame.row_cosine is None
-            else tuple(np.round(np.r_[frame.row_cosine, frame.col_cosine], _ORIENTATION_DECIMALS) + 0.0)
+            None if frame.row_cosine is None else tuple(float(v) for v in np.r_[frame.row_cosine, frame.col_cosine])
         )
-        key_spacing = None if frame.pixel_spacing is None else tuple(np.round(frame.pixel_spacing, _SPACING_DECIMALS))
+        key_spacing = None if frame.pixel_spacing is None else tuple(float(v) for v in frame.pixel_spacing)
         frame.group = (
             series_uid,
             key_orientation,
@@ -259,10 +269,27 @@ def _place_legacy_frames(frames: list[Frame], grid_offsets=None) -> None:
 
 
 def group_frames(frames: Iterable[Frame]) -> dict[tuple, list[Frame]]:
+    """Frames by stack. Orientation and pixel spacing are compared within a tolerance, not by rounding:
+    values that straddle a rounding boundary (0.0000499 and 0.0000501) stay in one stack."""
     groups: dict[tuple, list[Frame]] = defaultdict(list)
+    keys_by_rest: dict[tuple, list[tuple]] = defaultdict(list)
     for frame in frames:
-        groups[frame.group].append(frame)
+        key = frame.group
+        rest = key[:1] + key[2:5] + key[6:]
+        for known in keys_by_rest[rest]:
+            if _close(known[1], key[1], _ORIENTATION_TOLERANCE) and _close(known[5], key[5], _SPACING_TOLERANCE):
+                key = known
+                break
+        else:
+            keys_by_rest[rest].append(key)
+        groups[key].append(frame)
     return groups
+
+
+def _close(a: tuple | None, b: tuple | None, tolerance: float) -> bool:
+    if a is None or b is None:
+        return a is b
+    return len(a) == len(b) and all(abs(x - y) <= tolerance for x, y in zip(a, b, strict=True))
 
 
 def _frame_geometry(ds: Dataset, groups: Sequence[Dataset], n_frames: int) -> Frame:

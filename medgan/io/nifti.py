@@ -45,14 +45,18 @@ def read_nifti(path: str | os.PathLike):
     except Exception as err:  # nibabel raises ImageFileError, EOFError, zlib and gzip errors
         raise InputError(f"not a readable NIfTI file ({describe(err)})", path=path) from None
     if data.ndim == 5 and data.shape[3] == 1:  # (i, j, k, 1, c): a vector image
-        channels = np.moveaxis(data[:, :, :, 0], -1, 0)
+        # (i, j, 1, 1, c) is how NIfTI stores a 2D vector (colour) image: read it back as 2D.
+        channels = np.moveaxis(data[:, :, 0, 0] if data.shape[2] == 1 else data[:, :, :, 0], -1, 0)
     elif data.ndim == 4:
         channels = np.moveaxis(data, -1, 0)
     elif data.ndim in (2, 3):
         channels = data[np.newaxis]
     else:
         raise InputError(f"unsupported NIfTI shape {data.shape}", path=path)
-    if channels.dtype == np.float64 and _was_float32(img):
+    slope, inter = _scaling(img)
+    if slope is not None:
+        channels = _narrow_scaled(channels, img.get_data_dtype(), slope, inter)
+    elif channels.dtype == np.float64 and _was_float32(img):
         channels = channels.astype(np.float32)
     meta = {
         "format": "nifti",
@@ -64,10 +68,32 @@ def read_nifti(path: str | os.PathLike):
                         "qform": _XFORM_NAMES.get(qform_code, str(qform_code))},
         "description": _text(header.get("descrip")),
     }  # fmt: skip
-    slope, inter = header.get_slope_inter()
     if slope is not None:
-        meta.update(rescale_slope=float(slope), rescale_intercept=float(inter or 0.0))
+        meta.update(rescale_slope=slope, rescale_intercept=inter)
+    zooms = header.get_zooms()
+    if data.ndim == 4 and len(zooms) > 3:  # a time series: keep the time step for writing
+        meta.update(nifti_time_step=float(zooms[3]), nifti_time_units=header.get_xyzt_units()[1])
     return make_image(channels, affine, meta)
+
+
+def _scaling(img) -> tuple[float | None, float]:
+    """scl_slope/scl_inter as applied by nibabel (None when there is no scaling)."""
+    slope = getattr(img.dataobj, "slope", 1.0)
+    inter = getattr(img.dataobj, "inter", 0.0)
+    if slope is None or not np.isfinite(slope) or (float(slope) == 1.0 and float(inter or 0.0) == 0.0):
+        return None, 0.0
+    return float(slope), float(inter or 0.0)
+
+
+def _narrow_scaled(channels: np.ndarray, stored: np.dtype, slope: float, inter: float) -> np.ndarray:
+    """Scaled integers (dcm2niix CT: int16 with scl_inter -1024) stay integers when the scaling keeps them
+    whole, as DICOM does; anything else is float32."""
+    if np.issubdtype(stored, np.integer) and float(slope).is_integer() and float(inter).is_integer():
+        for dtype in (np.int16, np.int32):
+            info = np.iinfo(dtype)
+            if channels.size == 0 or (info.min <= channels.min() and channels.max() <= info.max):
+                return channels.astype(dtype)
+    return channels.astype(np.float32)
 
 
 def write_nifti(image, path: str | os.PathLike, overwrite: bool = False) -> str:
@@ -76,17 +102,30 @@ def write_nifti(image, path: str | os.PathLike, overwrite: bool = False) -> str:
     array = array_of(image)
     if array.ndim not in (3, 4):
         raise OutputError(f"cannot write an image of shape {tuple(array.shape)} as NIfTI", path=path)
-    data = array[0] if array.shape[0] == 1 else np.moveaxis(array, 0, -1)
+    meta = meta_of(image)
+    time_step = meta.get("nifti_time_step")
+    if array.shape[0] == 1:
+        data = array[0]
+    elif array.ndim == 3:  # a 2D vector (colour) image: NIfTI's vector layout (i, j, 1, 1, c)
+        data = np.moveaxis(array, 0, -1)[:, :, np.newaxis, np.newaxis, :]
+    else:
+        data = np.moveaxis(array, 0, -1)
     data = _nifti_dtype(data)
     affine = affine_of(image)
     img = nib.Nifti1Image(data, affine)
-    img.header.set_xyzt_units("mm", "sec")
+    if data.ndim == 5:
+        img.header.set_intent("vector")
+    if data.ndim == 4 and time_step:  # a time series read from NIfTI keeps its time step
+        img.header.set_zooms((*img.header.get_zooms()[:3], float(time_step)))
+        img.header.set_xyzt_units("mm", meta.get("nifti_time_units") or "sec")
+    else:
+        img.header.set_xyzt_units("mm", "sec")
     img.header.set_sform(affine, code=1)
     if is_sheared(affine):
         img.header.set_qform(None, code=0)
     else:
         img.header.set_qform(affine, code=1)
-    description = str(meta_of(image).get("description") or "medgan")
+    description = str(meta.get("description") or "medgan")
     img.header["descrip"] = description.encode("ascii", "replace")[:79]
     suffix = ".nii.gz" if path.endswith(".gz") else ".nii"
     with atomic_file(path, overwrite, suffix=suffix) as temp:

@@ -133,6 +133,6 @@ def test_failed_write_leaves_nothing(tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(nib, "save", explode)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(OutputError, match=r"cannot write it \(disk full\)"):
         write_image(image, tmp_path / "a.nii.gz")
     assert os.listdir(tmp_path) == []
