@@ -19,6 +19,7 @@ import csv
 import hashlib
 import hmac
 import io
+import itertools
 import json
 import logging
 import os
@@ -37,6 +38,8 @@ log = logging.getLogger(__name__)
 REPORT_NAME = "report.csv"
 WORK_DIR = ".medgan-anonymize"
 REPORT_COLUMNS = ("input_id", "kind", "status", "reason", "output")
+# 2: patients keyed by their own ID (format 1 filed every patient under one pseudonym).
+_FORMAT = 2
 _SKIPPED_NAMES = {"DICOMDIR", "Thumbs.db", "desktop.ini", ".DS_Store"}
 
 
@@ -62,9 +65,10 @@ def input_id(secret: bytes, relative_path: str) -> str:
     return hmac.new(secret, b"medgan-input-v1\0" + key, hashlib.sha256).hexdigest()[:20]
 
 
-def iter_inputs(root: str) -> Iterator[tuple[str, str | None]]:
-    """Yield (file, sidecar) lazily: every file under a folder (sorted, hidden ones skipped), the
-    files a DICOMDIR references, or one file. A NIfTI's JSON sidecar travels with it."""
+def iter_inputs(root: str, exclude: str | None = None) -> Iterator[tuple[str, str | None]]:
+    """Yield (file, sidecar) lazily: every file under a folder (sorted, hidden ones skipped, symbolic
+    links followed), the files a DICOMDIR references, or one file. A NIfTI's JSON sidecar travels
+    with it. `exclude`: a real path whose folders are not entered (OUT, should IN link to it)."""
     if not os.path.exists(root):
         raise InputError("no such file or folder", path=root)
     if os.path.isfile(root):
@@ -73,15 +77,42 @@ def iter_inputs(root: str) -> Iterator[tuple[str, str | None]]:
         for path in list_dicom_files(root):  # the file itself, or the files a DICOMDIR references
             yield path, _sidecar(path)
         return
-    for folder, dirs, names in os.walk(root):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        visible = sorted(n for n in names if not n.startswith(".") and n not in _SKIPPED_NAMES)
+    for folder, names in walk_tree(root, _hidden, exclude):
+        visible = [n for n in names if not n.startswith(".") and n not in _SKIPPED_NAMES]
         present = set(visible)
         for name in visible:
             if name.endswith(".json") and (name[:-5] + ".nii" in present or name[:-5] + ".nii.gz" in present):
                 continue  # handled with its NIfTI
             path = os.path.join(folder, name)
             yield path, _sidecar(path)
+
+
+def walk_tree(
+    root: str, skip_dir: Callable[[str, str], bool] | None = None, exclude: str | None = None
+) -> Iterator[tuple[str, list[str]]]:
+    """(folder, sorted names of its non-folders) for `root` and every folder below it, in sorted order.
+
+    Symbolic links to folders are followed, but each real folder is entered once (a link back up
+    the tree, or two links to one folder, cannot loop or repeat). `skip_dir(folder, name)` prunes
+    folders; `exclude` is a real path whose folders are never entered.
+    """
+    seen = {os.path.realpath(root)}
+    for folder, dirs, names in os.walk(root, followlinks=True):
+        kept = []
+        for name in sorted(dirs):
+            if skip_dir is not None and skip_dir(folder, name):
+                continue
+            real = os.path.realpath(os.path.join(folder, name))
+            if real in seen or (exclude and (real == exclude or real.startswith(exclude + os.sep))):
+                continue
+            seen.add(real)
+            kept.append(name)
+        dirs[:] = kept
+        yield folder, sorted(names)
+
+
+def _hidden(folder: str, name: str) -> bool:
+    return name.startswith(".")
 
 
 def _sidecar(path: str) -> str | None:
@@ -138,15 +169,21 @@ class _Run:
         state = os.path.join(self.work, "run.json")
         if os.path.exists(state):
             with open(state, encoding="utf-8") as fh:
-                previous = json.load(fh).get("fingerprint")
-            if previous != fingerprint:
+                saved = json.load(fh)
+            if saved.get("format", 1) < _FORMAT:
+                raise OutputError(
+                    "was written by an older medgan that gave every patient the same pseudonym and date "
+                    "offset; do not resume it: write a new OUT",
+                    path=self.output,
+                )
+            if saved.get("fingerprint") != fingerprint:
                 raise OutputError(
                     "was written with another secret or recipe; resume with the same ones, or use a new OUT",
                     path=self.output,
                 )
             return
         with open(state + ".partial", "w", encoding="utf-8") as fh:
-            json.dump({"fingerprint": fingerprint, "format": 1}, fh)
+            json.dump({"fingerprint": fingerprint, "format": _FORMAT}, fh)
         os.replace(state + ".partial", state)
 
     def finish(self, key: str, result: worker.Result) -> str:
@@ -201,6 +238,11 @@ def anonymize_tree(
         raise ValueError("workers must be at least 1")
     _check_paths(source, output)
     base = source if os.path.isdir(source) else os.path.dirname(os.path.abspath(source))
+    # IN must exist and hold an input before OUT is created: a mistyped IN leaves nothing behind.
+    inputs = iter_inputs(source, exclude=os.path.realpath(output))
+    first = next(inputs, None)
+    if first is None:
+        raise InputError("holds no files to de-identify (hidden files and folders are skipped)", path=source)
     os.makedirs(output, exist_ok=True)
     run = _Run(output, policy)
     summary = BatchSummary(failed_before=sum(r["status"] == "failed" for r in run.done.values()))
@@ -218,7 +260,7 @@ def anonymize_tree(
             on_result(path, result)
 
     def pending() -> Iterator[tuple[str, str | None, str]]:
-        for path, sidecar in iter_inputs(source):
+        for path, sidecar in itertools.chain([first], inputs):
             key = input_id(policy.secret, os.path.relpath(path, base))
             if key in run.done:
                 summary.resumed += 1

@@ -17,10 +17,11 @@ import re
 from collections.abc import Iterable
 from functools import lru_cache
 
-from pydicom.datadict import dictionary_VR, keyword_for_tag
+from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 from pydicom.dataset import Dataset
 
 __all__ = [
+    "CODED_VALUES",
     "REDACTED",
     "IdentifierScrubber",
     "collect_identifiers",
@@ -41,18 +42,46 @@ _NOT_ID_KEYWORD = re.compile(r"Description|Comment|Code|Type|Sequence|Label|Inst
 _MIN_NAME_PART = 3  # "Li" or "Ng" alone would hit ordinary words; the full name still counts
 _MIN_VALUE = 4
 _SPLIT_NAME = re.compile(r"[\^=\s,]+")
+# Values taken from a vocabulary, never written about a person: the code and coding scheme of every
+# code sequence item, and the identification of coding schemes. The sweep leaves them as they are
+# (a scheme "TEST" is not the surname Test). CodeMeaning is free text and is swept like any other.
+CODED_VALUES = frozenset(
+    tag_for_keyword(keyword)
+    for keyword in (
+        "CodeValue",
+        "CodingSchemeDesignator",
+        "CodingSchemeVersion",
+        "LongCodeValue",
+        "CodingSchemeRegistry",
+        "CodingSchemeExternalID",
+        "CodingSchemeName",
+        "CodingSchemeResponsibleOrganization",
+        "MappingResourceName",
+    )
+)
 
 
 def patient_key(ds: Dataset) -> str:
     """A stable key for the patient of `ds` (issuer + ID, else name + birth date, else the study)."""
-    pid = _text(ds.get("PatientID"))
+    pid = _field(ds, "PatientID")
     if pid:
-        return f"id:{_text(ds.get('IssuerOfPatientID'))}\0{pid}"
-    name = _text(ds.get("PatientName"))
+        return f"id:{_field(ds, 'IssuerOfPatientID')}\0{pid}"
+    name = _field(ds, "PatientName")
     if name:
-        return f"name:{name}\0{_text(ds.get('PatientBirthDate'))}"
-    study = _text(ds.get("StudyInstanceUID"))
+        return f"name:{name}\0{_field(ds, 'PatientBirthDate')}"
+    study = _field(ds, "StudyInstanceUID")
     return f"study:{study}" if study else "unknown"
+
+
+def _field(ds: Dataset, keyword: str) -> str:
+    """The text of a top-level attribute by keyword ("" when absent or undecodable)."""
+    if keyword not in ds:
+        return ""
+    try:
+        element = ds[keyword]  # the DataElement (ds.get(keyword) would give its value)
+    except Exception:  # a value pydicom cannot convert: no use as a key
+        return ""
+    return _text(element)
 
 
 def keyed_pseudonym(secret: bytes, key: str, prefix: str = "ANON", length: int = 12) -> str:

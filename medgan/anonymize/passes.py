@@ -5,6 +5,8 @@ and to the file meta, and returns what happened:
 
 - each attribute gets its table action with the options applied (X remove, Z empty, D dummy
   valid for its VR, U keyed UID, K keep, C clean), combined codes resolved against the IOD;
+  UI attributes the table does not list get the keyed UID too when they identify an instance
+  (see `uids.is_instance_uid_attribute`);
 - private attributes are removed unless allow-listed (Retain Safe Private); curves and whole
   overlay groups are removed (an overlay without its data would break the Overlay Plane module);
 - PatientName/PatientID become the patient's pseudonym; dates are shifted per patient under
@@ -28,10 +30,12 @@ from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
+from pydicom.uid import PYDICOM_IMPLEMENTATION_UID
 
 from medgan import __version__
 from medgan.anonymize import dates, iod
 from medgan.anonymize.identity import (
+    CODED_VALUES,
     collect_identifiers,
     identifier_kind,
     identifiers_from,
@@ -42,7 +46,7 @@ from medgan.anonymize.identity import (
 from medgan.anonymize.pixels import blank_regions, burned_in_reason, matching_boxes
 from medgan.anonymize.profile import OPTION_CODES, action_table
 from medgan.anonymize.recipe import Policy
-from medgan.anonymize.uids import UidMapper
+from medgan.anonymize.uids import UidMapper, is_instance_uid_attribute
 
 __all__ = ["DUMMY", "Deidentifier", "Outcome", "PatientNotMapped"]
 
@@ -188,8 +192,11 @@ class Deidentifier:
                     self._walk_items(ds, tag, path, ctx, dummy, depth)
                 elif dummy and vr in _FREE_TEXT_VRS:
                     _set(ds, tag, vr, DUMMY_TEXT)
-                elif vr in _TEXT_VRS:
+                elif vr in _TEXT_VRS and tag not in CODED_VALUES:
                     ctx.kept_text.append((ds, tag))
+                elif vr == "UI" and code is None and not self.retain_uids and is_instance_uid_attribute(tag):
+                    # An instance UID the table does not list: the same keyed UID as where it is listed.
+                    _set(ds, tag, vr, _map_values(ds[tag].value, self.uids))
                 continue
             if code in _TYPE_DEPENDENT or "/" in code:
                 code = iod.resolve(code, iod.required_type(ctx.iod, path, keyword_for_tag(tag)))
@@ -296,9 +303,15 @@ class Deidentifier:
         for tag in _META_REMOVED:
             if tag in meta:
                 del meta[tag]
-        uid = str(meta.get("MediaStorageSOPInstanceUID", "") or "")
-        if uid and not self.retain_uids:
-            meta.MediaStorageSOPInstanceUID = self.uids(uid)
+        # The file is written by medgan (with pydicom), not by the implementation that wrote the input,
+        # whose UID can also be the input's InstanceCreatorUID (DCMTK does that).
+        meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+        meta.ImplementationVersionName = f"MEDGAN_{__version__}"[:16]
+        if self.retain_uids:
+            return
+        for tag in list(meta.keys()):  # MediaStorageSOPInstanceUID, RTVCommunicationSOPInstanceUID
+            if is_instance_uid_attribute(tag) and meta[tag].value:
+                _set(meta, tag, "UI", _map_values(meta[tag].value, self.uids))
 
     def _mark(self, ds: Dataset, pixels_blanked: bool) -> None:
         codes = [*self.codes, "CleanPixelData"] if pixels_blanked else self.codes

@@ -5,21 +5,54 @@ first 128 bits of HMAC-SHA256(secret, original UID) with the RFC 9562 version-8 
 and variant bits set, so it is a well-formed UUID and no one without the secret can compute
 or invert the mapping. Because the mapping is a pure function of (secret, UID), references
 stay consistent across files, studies, runs and worker processes without any shared state.
+
+Which UIDs are replaced: those of the attributes Table E.1-1 marks U, and the values of every
+other public UI attribute that identifies an instance (`is_instance_uid_attribute`): an image, a
+concatenation, a frame of reference, an event, an assertion... The table does not list them all
+(TargetFrameOfReferenceUID, SOPInstanceUIDOfConcatenationSource...), yet they hold the same
+identifiers, and a reference must follow what it refers to. Not replaced: UI attributes that name
+a definition shared by many instances rather than an instance (SOP classes, transfer syntaxes,
+coding schemes, context groups, templates, mapping resources, implementations and their software
+versions), and well-known UIDs in any attribute (under the DICOM root or in pydicom's registry).
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import re
+from functools import lru_cache
 
-__all__ = ["UidMapper", "is_standard_uid"]
+from pydicom.datadict import dictionary_VR, keyword_for_tag
+from pydicom.uid import UID_dictionary
+
+__all__ = ["UidMapper", "is_instance_uid_attribute", "is_standard_uid"]
 
 DICOM_ROOT = "1.2.840.10008."  # UIDs the standard itself defines (SOP Classes, transfer syntaxes, ...)
+# Keywords of UI attributes that identify a definition, not an instance (see the module docstring).
+_DEFINITION_KEYWORD = re.compile(
+    r"Class|Syntax|CodingScheme|ContextUID|ContextGroupExtensionCreatorUID|MappingResource|TemplateUID"
+    r"|CreatorVersionUID|PrivateInformationCreatorUID"
+)
 
 
 def is_standard_uid(uid: str) -> bool:
     """True for UIDs defined by DICOM (well-known instances such as palettes included): never remapped."""
-    return uid.startswith(DICOM_ROOT)
+    return uid.startswith(DICOM_ROOT) or uid in UID_dictionary
+
+
+@lru_cache(maxsize=4096)
+def is_instance_uid_attribute(tag: int) -> bool:
+    """True for a public attribute of VR UI whose values identify instances (see the module docstring)."""
+    if (tag >> 16) & 1:
+        return False
+    try:
+        if dictionary_VR(tag) != "UI":
+            return False
+    except KeyError:
+        return False
+    keyword = keyword_for_tag(tag)
+    return bool(keyword) and not _DEFINITION_KEYWORD.search(keyword)
 
 
 class UidMapper:

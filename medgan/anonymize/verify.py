@@ -2,12 +2,14 @@
 
 Without originals it reports, per file and at any depth: attributes the profile says to
 remove that are present, attributes it says to empty that hold a value, UIDs it says to
-replace that are not 2.25 UIDs, private attributes (unless the file says Retain Safe Private),
-curves and overlays, and missing markers. The options a file was de-identified with are read
+replace (and instance UIDs in UI attributes it does not list) that are not 2.25 UIDs,
+private attributes (unless the file says Retain Safe Private), curves and overlays, and
+missing markers. The options a file was de-identified with are read
 from its own DeidentificationMethodCodeSequence. With `--original`, every value that the
 profile says must go (non-K attributes and private ones, at any depth) is indexed by tag,
 along with the names and IDs of the patients; a finding is any such value still held by the
-same attribute, or any such name or ID appearing in any text of the output.
+same attribute, any instance UID of the originals (in whatever UI attribute) still present
+unless the file says Retain UIDs, or any such name or ID appearing in any text of the output.
 
 Findings name the file, the attribute and the problem, never the value.
 """
@@ -26,11 +28,12 @@ from pydicom.datadict import keyword_for_tag
 from pydicom.dataset import Dataset
 
 from medgan.anonymize import iod
-from medgan.anonymize.batch import REPORT_NAME, WORK_DIR
-from medgan.anonymize.identity import IdentifierScrubber, collect_identifiers, scrubber_for
+from medgan.anonymize.batch import REPORT_NAME, WORK_DIR, walk_tree
+from medgan.anonymize.identity import CODED_VALUES, IdentifierScrubber, collect_identifiers, scrubber_for
 from medgan.anonymize.profile import OPTION_CODES, action_table, load_profile
 from medgan.anonymize.quiet import quiet_pydicom
-from medgan.anonymize.uids import UidMapper
+from medgan.anonymize.uids import UidMapper, is_instance_uid_attribute
+from medgan.errors import InputError
 
 __all__ = ["Finding", "phi_scan"]
 
@@ -53,14 +56,20 @@ class Finding:
 
 
 def _files(folder: str) -> Iterator[str]:
+    """Every file under `folder`, hidden ones included, symbolic links followed; only the work
+    folder of an anonymize output and the report.csv next to it (or at the top) are skipped."""
     if os.path.isfile(folder):
         yield folder
         return
-    for root, dirs, names in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d != WORK_DIR)
-        for name in sorted(names):
-            if not name.startswith(".") and name != REPORT_NAME:
+    for root, names in walk_tree(folder, _work_folder):
+        report_here = root == folder or os.path.isdir(os.path.join(root, WORK_DIR))
+        for name in names:
+            if not (report_here and name == REPORT_NAME):
                 yield os.path.join(root, name)
+
+
+def _work_folder(parent: str, name: str) -> bool:
+    return name == WORK_DIR
 
 
 def _where(tag: int) -> str:
@@ -89,9 +98,12 @@ class _Originals:
         profile = load_profile()
         mapper = UidMapper(secret) if secret else None
         self.values: dict[int, set[str]] = defaultdict(set)
+        self.uids: set[str] = set()  # instance UIDs of the originals, whatever attribute held them
         self.links: dict[str, set[str]] = defaultdict(set)  # uid: or pixels: key -> identifiers
         everyone: set[str] = set()
+        found = False
         for path in _files(folder):
+            found = True
             try:
                 ds = pydicom.dcmread(path, force=True)
             except Exception:
@@ -106,6 +118,11 @@ class _Originals:
                     rule = profile.rule_for(tag)
                     if (tag >> 16) & 1 or (rule is not None and rule.basic != "K"):
                         self.values[tag].update(_values(element))
+                    if element.VR == "UI" and (is_instance_uid_attribute(tag) or (rule and rule.basic == "U")):
+                        # A placeholder such as "0" is no one's UID and may stand in any attribute.
+                        self.uids.update(v for v in _values(element) if v.count(".") >= 2)
+        if not found:
+            raise InputError("holds no files (the originals to compare with)", path=folder)
         self.everyone = frozenset(everyone)
 
     def scrubber(self, output: Dataset) -> IdentifierScrubber:
@@ -157,7 +174,7 @@ def _scan_dicom(ds: Dataset, name: str, originals: _Originals | None) -> list[Fi
             tag = int(element.tag)
             findings += _check_element(element, tag, path, actions, columns, iod_name, name)
             if originals is not None:
-                findings += _check_original(element, tag, path, actions, name, originals, scrubber)
+                findings += _check_original(element, tag, path, actions, columns, name, originals, scrubber)
     return findings
 
 
@@ -170,6 +187,8 @@ def _check_element(element, tag, path, actions, columns, iod_name, name) -> list
     if 0x5000 <= group <= 0x50FF or 0x6000 <= group <= 0x60FF:
         return [Finding(name, "attribute", _where(tag), "curve or overlay present")]
     code = actions.get(tag)
+    if code is None and element.VR == "UI" and "RetainUIDs" not in columns and is_instance_uid_attribute(tag):
+        code = "U"  # an instance UID that the table does not list: replaced all the same
     if code is None or code in ("K", "C", "D"):
         return []
     if code in ("X", "Z") or "/" in code:
@@ -186,12 +205,15 @@ def _check_element(element, tag, path, actions, columns, iod_name, name) -> list
     return []
 
 
-def _check_original(element, tag, path, actions, name, originals: _Originals, scrubber) -> list[Finding]:
+def _check_original(element, tag, path, actions, columns, name, originals: _Originals, scrubber) -> list[Finding]:
     found = []
     must_go = actions.get(tag) not in ("K", "C") or (tag >> 16) & 1
     if must_go and set(_values(element)) & originals.values.get(tag, set()):
         found.append(Finding(name, "original-value", _where(tag), "still holds its original value"))
-    searched = element.VR in _TEXT_VRS and not (tag in _PSEUDONYMS and not path) and not scrubber.empty
+    elif element.VR == "UI" and "RetainUIDs" not in columns and set(_values(element)) & originals.uids:
+        found.append(Finding(name, "original-uid", _where(tag), "holds an instance UID of the originals"))
+    searched = element.VR in _TEXT_VRS and not (tag in _PSEUDONYMS and not path) and tag not in CODED_VALUES
+    searched = searched and not scrubber.empty
     if searched and any(scrubber.scrub(v) != v for v in _values(element)):
         found.append(Finding(name, "original-identifier", _where(tag), "contains a name or ID of the originals"))
     return found
@@ -246,6 +268,8 @@ def phi_scan(folder: str, original: str | None = None, secret: bytes | None = No
 def _scan_all(folder: str, originals: _Originals | None) -> tuple[list[Finding], int]:
     findings: list[Finding] = []
     scanned = 0
+    if not os.path.exists(folder):
+        raise InputError("no such file or folder", path=folder)
     for path in _files(folder):
         name = os.path.relpath(path, folder) if os.path.isdir(folder) else os.path.basename(path)
         scanned += 1
@@ -259,4 +283,6 @@ def _scan_all(folder: str, originals: _Originals | None) -> tuple[list[Finding],
                 findings += _scan_dicom(ds, name, originals)
         except Exception as err:
             findings.append(Finding(name, "unreadable", "file", f"cannot be read ({err.__class__.__name__})"))
+    if not scanned:
+        raise InputError("holds no files to scan", path=folder)
     return findings, scanned

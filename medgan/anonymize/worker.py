@@ -63,6 +63,10 @@ def init_pool_worker(policy: Policy, parent_pid: int) -> None:
     (SIGKILL, the out-of-memory killer) they would otherwise wait forever. On Linux the kernel
     sends them SIGTERM when it dies; the batch's journal lets the next run resume.
     """
+    # A forked worker inherits the batch's Python handlers (the CLI turns SIGTERM into an exception
+    # that unwinds); a worker must simply end: its temporary file is cleared by the next run.
+    for number in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(number, signal.SIG_DFL)
     if sys.platform.startswith("linux"):  # (with a fork server as parent, it dies with the batch, and so do we)
         with contextlib.suppress(OSError, AttributeError):
             ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG

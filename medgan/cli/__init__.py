@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import signal
 import sys
 import threading
@@ -53,7 +54,14 @@ class Terminated(KeyboardInterrupt):
 _RECEIVED: list[int] = []  # click turns KeyboardInterrupt into Abort: remember which signal it was
 
 
+_OWNER: list[int] = []  # the process that installed the handler; forked workers inherit it but must just die
+
+
 def _terminated(number: int, frame) -> None:
+    if _OWNER and os.getpid() != _OWNER[-1]:  # a forked worker (process pool, data loader): die as by default
+        signal.signal(number, signal.SIG_DFL)
+        os.kill(os.getpid(), number)
+        return
     _RECEIVED.append(number)
     raise Terminated(number)
 
@@ -63,6 +71,7 @@ def _termination_unwinds() -> Iterator[None]:
     """While a command runs, SIGTERM and SIGHUP raise `Terminated` (where nobody else handles them)."""
     previous = {}
     _RECEIVED.clear()
+    _OWNER[:] = [os.getpid()]
     if threading.current_thread() is threading.main_thread():
         for number in (signal.SIGTERM, signal.SIGHUP):
             if signal.getsignal(number) is signal.SIG_DFL:

@@ -23,10 +23,12 @@ from medgan.cli import cli
 def anonymize(source: str, output: str, recipe: str | None, secret_file: str | None, workers: int, quiet: bool):
     """De-identify IN (file, folder or DICOMDIR) into OUT with the DICOM PS3.15 Basic Profile.
 
-    OUT is laid out as PSEUDONYM/STUDY-UID/SERIES-UID/SOP-UID.dcm (new UIDs) and gets
-    report.csv, one row per input: ok, quarantined or failed, with the reason. IN is never
-    written. Rerunning the same command resumes an interrupted run. Exit status: 0 when no
-    input failed (quarantined inputs are expected), 1 when any failed, 2 on a usage error.
+    A folder is walked recursively, following symbolic links, skipping hidden files and folders;
+    an IN with no file to de-identify is a usage error (and creates no OUT). OUT is laid out as
+    PSEUDONYM/STUDY-UID/SERIES-UID/SOP-UID.dcm (new UIDs) and gets report.csv, one row per
+    input: ok, quarantined or failed, with the reason. IN is never written. Rerunning the same
+    command resumes an interrupted run. Exit status: 0 when no input failed (quarantined inputs
+    are expected), 1 when any failed, 2 on a usage error.
     """
     from medgan.anonymize.batch import anonymize_tree
     from medgan.anonymize.recipe import load_policy
@@ -59,9 +61,11 @@ def anonymize(source: str, output: str, recipe: str | None, secret_file: str | N
 def phi_scan(folder: str, original: str | None, secret_file: str | None, limit: int) -> None:
     """Check a de-identified DIR: attributes the profile says must go, private tags, markers.
 
-    With --original, also any value of the originals that must not survive, anywhere in the
-    output. Findings name the file and attribute, never the value. Exit status 1 when anything
-    is found, 0 when the tree is clean, 2 on a usage error.
+    Every file is read, hidden ones included and symbolic links followed; only OUT's report.csv
+    and work folder are skipped. With --original, also any value or instance UID of the originals
+    that must not survive, anywhere in the output. Findings name the file and attribute, never the
+    value. Exit status 1 when anything is found, 0 when the tree is clean, 2 on a usage error (a DIR
+    or --original without any file included).
     """
     from medgan.anonymize.recipe import load_secret
     from medgan.anonymize.verify import phi_scan as scan
