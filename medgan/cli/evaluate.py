@@ -20,12 +20,21 @@ def _window(text: str | None) -> tuple[float, float] | None:
 
 
 def _options(pairs: tuple[str, ...]) -> dict:
-    from medgan.config import parse_override
+    """`--extractor-option KEY=VALUE` values, parsed as YAML (224 -> int, 0.5 -> float, text -> str)."""
+    import yaml
 
     options = {}
     for text in pairs:
-        keys, value = parse_override(text)
-        options[".".join(keys)] = value
+        key, sep, raw = text.partition("=")
+        key = key.strip()
+        if not sep or not key or not raw.strip():
+            raise click.BadParameter(
+                f"expected KEY=VALUE, e.g. input_size=224; got {text!r}", param_hint="'--extractor-option'"
+            )
+        try:
+            options[key] = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            options[key] = raw.strip()  # not YAML: kept as text, and the option's own check names it
     return options
 
 
@@ -33,8 +42,15 @@ def _options(pairs: tuple[str, ...]) -> dict:
 @click.option("--real", type=click.Path(path_type=str), help="Folder of real images (held out from training).")
 @click.option("--fake", type=click.Path(path_type=str), help="Folder of generated images.")
 @click.option("--train", type=click.Path(path_type=str), help="Folder of training images: enables memorization.")
-@click.option("--pairs", "pairs_csv", type=click.Path(path_type=str), help="CSV of reference,test[,mask] pairs.")
-@click.option("--out", required=True, type=click.Path(path_type=str), help="Report folder to create.")
+@click.option(
+    "--pairs",
+    "pairs_csv",
+    type=click.Path(path_type=str),
+    help="CSV of reference,test[,mask] pairs (test and mask on the reference's voxel grid).",
+)
+@click.option(
+    "--out", required=True, type=click.Path(path_type=str), help="Report folder to create, apart from every input."
+)
 @click.option("--metrics", help="Comma-separated metric names (default: all that apply).")
 @click.option("--extractor", default="random_cnn", show_default=True, help="random_cnn, efficientnet_lite0 or file.")
 @click.option("--extractor-file", type=click.Path(path_type=str), help="TorchScript / torch.export / state-dict file.")
@@ -65,7 +81,7 @@ def _options(pairs: tuple[str, ...]) -> dict:
 @click.option("--kid-subsets", default=100, show_default=True)
 @click.option("--seed", default=0, show_default=True, help="Seed of every random choice (subsets, pairs, voxels).")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
-@click.option("--overwrite", is_flag=True, help="Replace --out if it exists.")
+@click.option("--overwrite", is_flag=True, help="Replace --out if it exists (never an input or a folder holding one).")
 def evaluate(**kw) -> None:
     """Score generated images against real ones, or enhanced images against references.
 
@@ -83,14 +99,21 @@ def evaluate(**kw) -> None:
     if kw["pairs_csv"]:
         if kw["real"] or kw["fake"] or kw["train"]:
             raise click.UsageError("--pairs cannot be combined with --real, --fake or --train")
-        from medgan.metrics.pairs import evaluate_pairs
+        ignored = _given(_SET_ONLY)
+        if ignored:
+            raise click.UsageError(f"{', '.join(ignored)} apply to --real/--fake sets, not to --pairs")
+        if window is not None and kw["data_range"] is not None and kw["data_range"] != window[1] - window[0]:
+            raise click.UsageError(
+                f"--data-range {kw['data_range']:g} disagrees with --window (which is {window[1] - window[0]:g} "
+                "wide and sets the range itself); give one of them"
+            )
+        from medgan.metrics.pairs import evaluate_pairs, summary_line
 
         record = evaluate_pairs(
             kw["pairs_csv"], kw["out"], metrics, kw["data_range"], window, progress, kw["overwrite"]
         )
         for name, stats in record["summary"].items():
-            mean = "inf" if stats["mean"] is None else f"{stats['mean']:.6g} ± {stats['std']:.2g}"
-            click.echo(f"{name:24s} {mean}  (median {stats['median']:.6g}, {stats['pairs']} pairs)")
+            click.echo(f"{name:24s} {summary_line(stats)}")
     else:
         if not (kw["real"] and kw["fake"]):
             raise click.UsageError("give --real and --fake (or --pairs CSV)")
@@ -132,6 +155,23 @@ def evaluate(**kw) -> None:
     for warning in record["warnings"]:
         click.echo(f"medgan: warning: {warning}", err=True)
     click.echo(os.path.join(kw["out"], "report.html"))
+
+
+# Options that only sets use: refused with --pairs rather than silently ignored.
+_SET_ONLY = (
+    *("extractor", "extractor_file", "extractor_sha256", "extractor_arch", "extractor_option", "mode", "device"),
+    *("batch_size", "slices_per_plane", "nearest_k", "kid_subset_size", "kid_subsets", "seed"),
+)
+
+
+def _given(names: tuple[str, ...]) -> list[str]:
+    """The options among `names` that the command line set (as --option-names)."""
+    from click.core import ParameterSource
+
+    ctx = click.get_current_context()
+    return [
+        "--" + name.replace("_", "-") for name in names if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE
+    ]
 
 
 def _device(name: str) -> str:

@@ -78,9 +78,9 @@ def convert(
     several series needs --series.
     """
     from medgan.io import MultipleSeriesError, read_image, write_image
-    from medgan.io.atomic import check_outside_inputs
+    from medgan.io.atomic import check_apart
 
-    check_outside_inputs(output, [source])
+    check_apart(output, [("source", source)], advice="another OUTPUT")
     dicom_options = {}
     if to == "dicom":
         dicom_options = {"modality": modality, "copy_patient": copy_patient, "synthetic": synthetic or None}
@@ -95,7 +95,8 @@ def convert(
             description = s.attributes.get("SeriesDescription", "")
             click.echo(f"  {s.key}  {s.modality or '?':3} {len(s.frames):5d} frames  {description}", err=True)
         raise
-    check_outside_inputs(output, image.meta.get("files") or [])  # a DICOMDIR's files lie beside it
+    files = image.meta.get("files") or []  # a DICOMDIR's files lie beside it
+    check_apart(output, [("source file", f) for f in files], advice="another OUTPUT")
     written = write_image(image, output, to=to, overwrite=overwrite, **dicom_options)
     click.echo(written)
 

@@ -6,11 +6,11 @@ import contextlib
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 from medgan.errors import OutputError
 
-__all__ = ["atomic_dir", "atomic_file", "check_output", "check_outside_inputs"]
+__all__ = ["atomic_dir", "atomic_file", "check_apart", "check_output"]
 
 
 def check_output(path: str | os.PathLike, overwrite: bool) -> str:
@@ -28,23 +28,37 @@ def check_output(path: str | os.PathLike, overwrite: bool) -> str:
     return path
 
 
-def check_outside_inputs(output: str | os.PathLike, inputs) -> None:
-    """Refuse an output that is an input, holds one (replacing it would delete the input), or lies inside an
-    input folder. Paths are compared after resolving links; `inputs` are files or folders."""
-    out = os.path.realpath(output)
-    for item in inputs:
-        if item is None:
+def check_apart(
+    output: str | os.PathLike,
+    inputs: Iterable[tuple[str, str | os.PathLike | None]],
+    name: str = "the output",
+    advice: str = "another output",
+) -> None:
+    """Refuse an output that is an input, holds one (replacing it, as --overwrite does, would delete the
+    input) or lies inside an input folder. `inputs` are (description, path) pairs; None paths are ignored.
+    Paths are compared after resolving links and `..`."""
+    target = os.path.realpath(os.fspath(output))
+    for label, path in inputs:
+        if path is None:
             continue
-        real = os.path.realpath(item)
-        if out == real:
-            raise OutputError(f"is the input {os.fspath(item)}; choose another output", path=output)
-        if real.startswith(out.rstrip(os.sep) + os.sep):
-            raise OutputError(
-                f"holds the input {os.fspath(item)} (writing it would delete that input); choose another output",
-                path=output,
-            )
-        if os.path.isdir(real) and out.startswith(real.rstrip(os.sep) + os.sep):
-            raise OutputError(f"lies inside the input folder {os.fspath(item)}; choose another output", path=output)
+        source = os.path.realpath(os.fspath(path))
+        if source == target:
+            problem = f"is the {label} ({os.fspath(path)})"
+        elif _within(source, target):
+            problem = f"contains the {label} ({os.fspath(path)}), which --overwrite would delete"
+        elif os.path.isdir(source) and _within(target, source):
+            problem = f"lies inside the {label} ({os.fspath(path)}); inputs are never written to"
+        else:
+            continue
+        raise OutputError(f"{name} {problem}; choose {advice}", path=output)
+
+
+def _within(path: str, folder: str) -> bool:
+    """Whether the resolved `path` is `folder` or lies below it."""
+    try:
+        return os.path.commonpath([path, folder]) == folder
+    except ValueError:  # different drives on Windows
+        return False
 
 
 def _partial_name(path: str, suffix: str = "") -> str:

@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from medgan.errors import InputError
+from medgan.errors import InputError, MedganError
+from medgan.io import FoundImage
 from medgan.metrics.features import FeatureAccumulator, resize
 from medgan.metrics.memorization import unit_vectors
 from medgan.metrics.sets import ImageSet, Window, load_single, shape_text
@@ -71,20 +72,34 @@ def progress_bar(enabled: bool):
         yield progress
 
 
-def _read_ahead(images: ImageSet) -> Iterator[tuple[np.ndarray, str | None]]:
+def _load(item: FoundImage, role: str) -> tuple[np.ndarray, str | None] | MedganError:
+    try:
+        return load_single(item, role)
+    except MedganError as err:  # unreadable: the caller skips it
+        return err
+
+
+def _read_ahead(images: ImageSet) -> Iterator[tuple[int, tuple[np.ndarray, str | None] | MedganError]]:
+    """(index, (array, modality) or the error that made the image unreadable), read in a background thread."""
     with ThreadPoolExecutor(max_workers=1) as pool:
         pending: collections.deque = collections.deque()
-        items = iter(images.items)
-        for item in items:
-            pending.append(pool.submit(load_single, item, images.role))
+        items = iter(enumerate(images.items))
+        for index, item in items:
+            pending.append((index, pool.submit(_load, item, images.role)))
             if len(pending) >= READ_AHEAD:
                 break
         while pending:
-            result = pending.popleft().result()
+            index, future = pending.popleft()
+            result = future.result()
             nxt = next(items, None)
             if nxt is not None:
-                pending.append(pool.submit(load_single, nxt, images.role))
-            yield result
+                pending.append((nxt[0], pool.submit(_load, nxt[1], images.role)))
+            yield index, result
+
+
+def skip_reason(images: ImageSet, index: int, err: MedganError) -> str:
+    """How a skipped image is listed: its name in the set and why it was skipped."""
+    return f"{images.name(index)}: {err.reason}"
 
 
 def _view(image01: torch.Tensor) -> np.ndarray:
@@ -103,24 +118,38 @@ def collect_set(
     seed: int,  # voxel sampling
     progress=None,
 ) -> SetData:
-    """Read every image of `images` once and reduce it (see the module docstring)."""
+    """Read every image of `images` once and reduce it (see the module docstring).
+
+    Unreadable images are skipped: they leave `SetData.images` (so row i is still image i) and are
+    listed with the reason in its `skipped`. An image of the wrong dimensionality is an error.
+    """
     rng = np.random.default_rng(seed)
     per_image = max(1, VALUES_PER_SET // len(images))
     keep = {int(i): k for k, i in enumerate(diversity_indices)}
     pixels, views, values, shapes = [], [], [], collections.Counter()
     diversity = [None] * len(keep)
     diversity_shape = None
+    kept, skipped = [], []
     task = progress.add_task(f"{images.role:5s} images", total=len(images)) if progress is not None else None
-    for index, (array, _) in enumerate(_read_ahead(images)):
+    for index, result in _read_ahead(images):
+        if task is not None:
+            progress.advance(task)
+        if isinstance(result, MedganError):
+            skipped.append(skip_reason(images, index, result))
+            continue
+        array = result[0]
         if array.ndim != spatial_dims:
             raise InputError(
                 f"is {array.ndim}D ({shape_text(array.shape)}) but the {images.role} set is {spatial_dims}D; "
                 "every image of a run needs the same number of spatial dimensions",
                 path=images.items[index].source,
             )
+        kept.append(images.items[index])
         shapes[shape_text(array.shape)] += 1
         flat = array.ravel()
-        values.append(flat[rng.integers(0, flat.size, min(per_image, flat.size))])
+        # every voxel of a small image; a sample without replacement of a larger one (identical sets then
+        # give a histogram distance of 0, not the noise of resampling)
+        values.append(flat if flat.size <= per_image else flat[rng.choice(flat.size, per_image, replace=False)])
         x01 = torch.from_numpy(window.apply(array))
         if accumulator is not None:
             accumulator.add(x01)
@@ -130,8 +159,13 @@ def collect_set(
             diversity_shape = tuple(min(n, DIVERSITY_SIDE[spatial_dims]) for n in array.shape)
         if index in keep:
             diversity[keep[index]] = resize(x01[None, None], diversity_shape)[0, 0]
-        if task is not None:
-            progress.advance(task)
+    if not kept:
+        raise InputError(
+            f"none of the {len(images)} images of the {images.role} set is readable, e.g. {skipped[0]}",
+            path=images.folder,
+        )
+    images = ImageSet(images.role, images.folder, kept, images.skipped + skipped)
+    diversity = [d for d in diversity if d is not None]
     return SetData(
         images=images,
         spatial_dims=spatial_dims,

@@ -20,13 +20,13 @@ import numpy as np
 import torch
 
 from medgan import __version__
-from medgan.errors import ConfigError, InputError
-from medgan.io.atomic import check_output
+from medgan.errors import ConfigError, InputError, MedganError
+from medgan.io.atomic import check_apart, check_output
 from medgan.metrics import distribution
-from medgan.metrics.collect import SetData, collect_set, progress_bar
+from medgan.metrics.collect import SetData, collect_set, progress_bar, skip_reason
 from medgan.metrics.features import EXTRACTORS, PLANES, FeatureAccumulator, FeatureExtractor
 from medgan.metrics.memorization import MemorizationResult, memorization
-from medgan.metrics.sets import ImageSet, Window, choose_window, find_set, load_single, shape_text
+from medgan.metrics.sets import REPORT_APART, ImageSet, Window, choose_window, find_set, load_single, shape_text
 from medgan.registry import Registry
 
 __all__ = ["DEFAULT_SET_METRICS", "SET_METRICS", "EvaluationRun", "build_extractor", "evaluate_sets"]
@@ -173,8 +173,8 @@ def build_extractor(
 
 
 def _check_options(name: str, options: dict[str, Any]) -> None:
-    """Unknown extractor options are one-line errors naming the valid ones (not a TypeError)."""
-    from medgan.metrics.extractor_files import load_extractor_file
+    """Unknown extractor options, or values of the wrong type, are one-line errors (not a TypeError)."""
+    from medgan.metrics.extractor_files import check_option_types, load_extractor_file
 
     builder = load_extractor_file if name == "file" else EXTRACTORS.get(name)
     valid = [p for p in inspect.signature(builder).parameters if p != "spatial_dims" or name == "file"]
@@ -183,11 +183,37 @@ def _check_options(name: str, options: dict[str, Any]) -> None:
         raise ConfigError(
             f"unknown option(s) {', '.join(unknown)} for the {name} extractor (valid: {', '.join(valid) or 'none'})"
         )
+    check_option_types(options)
 
 
 def _probe(images: ImageSet) -> tuple[int, str, str | None]:
-    array, modality = load_single(images.items[0], images.role)
-    return array.ndim, shape_text(array.shape), modality
+    """Dimensions, shape and modality of the set's first readable image (unreadable ones are skipped
+    later, during the pass over the set)."""
+    problems = []
+    for index, item in enumerate(images.items):
+        try:
+            array, modality = load_single(item, images.role)
+        except MedganError as err:
+            problems.append(skip_reason(images, index, err))
+            continue
+        return array.ndim, shape_text(array.shape), modality
+    raise InputError(
+        f"none of the {len(images)} images of the {images.role} set is readable, e.g. {problems[0]}",
+        path=images.folder,
+    )
+
+
+def _check_counts(names: Sequence[str], sets: dict[str, ImageSet], nearest_k: int) -> None:
+    for name in names:
+        minimum = _minimum(name, nearest_k)
+        for role in ("real", "fake") if name != "memorization" else ("real", "fake", "train"):
+            if len(sets[role]) < minimum:
+                skipped = sets[role].skipped
+                after = f" readable (skipped {len(skipped)}, e.g. {skipped[0]})" if skipped else ""
+                raise InputError(
+                    f"{name} needs at least {minimum} images per set; the {role} set has {len(sets[role])}{after}",
+                    path=sets[role].folder,
+                )
 
 
 def evaluate_sets(
@@ -215,10 +241,17 @@ def evaluate_sets(
     from medgan.metrics.report import write_set_report
 
     names = resolve_metrics(metrics, train is not None)
+    if FEATURE_METRICS & set(names):
+        _check_options(extractor, dict(extractor_options or {}))  # before any image is read
+    file_path = (extractor_options or {}).get("path") if extractor == "file" else None
+    folders = [("real set", real), ("fake set", fake), ("training set", train), ("extractor file", file_path)]
+    check_apart(out, folders, *REPORT_APART)  # --overwrite replaces --out: never an input
     check_output(out, overwrite)  # before minutes of work, not after
     sets = {"real": find_set(real, "real"), "fake": find_set(fake, "fake")}
     if "memorization" in names:  # the training set serves memorization only
         sets["train"] = find_set(train, "train")
+    every_image = ((f"{role} image", item.source) for role, s in sets.items() for item in s.items)
+    check_apart(out, every_image, *REPORT_APART)  # images reached through links
     probes = {role: _probe(images) for role, images in sets.items()}
     dims = probes["real"][0]
     for role, (d, shape, _) in probes.items():
@@ -227,14 +260,17 @@ def evaluate_sets(
                 f"the real images are {dims}D ({probes['real'][1]}) but the {role} images are {d}D ({shape}); "
                 "both sets must have the same number of spatial dimensions"
             )
-    for name in names:
-        minimum = _minimum(name, nearest_k)
-        for role in ("real", "fake") if name != "memorization" else ("real", "fake", "train"):
-            if len(sets[role]) < minimum:
-                raise InputError(
-                    f"{name} needs at least {minimum} images per set; the {role} set has {len(sets[role])}",
-                    path=sets[role].folder,
-                )
+    _check_counts(names, sets, nearest_k)
+    skipped_metrics = []
+    if "diversity" in names:  # MS-SSIM needs its 11-voxel window along every axis
+        small = [(role, shape) for role, (_, shape, _) in probes.items() if min(map(int, shape.split("x"))) < 11]
+        if small:
+            role, shape = small[0]
+            reason = f"MS-SSIM diversity needs images of at least 11 voxels a side; the {role} images are {shape}"
+            if metrics:  # asked for by name: an error, before minutes of work
+                raise InputError(reason, path=sets[role].folder)
+            names = [n for n in names if n != "diversity"]
+            skipped_metrics.append(f"diversity not computed: {reason}")
     win = choose_window(window, probes["real"][2], sets["real"])
     needs_features = bool(FEATURE_METRICS & set(names))
     net, chosen_mode = build_extractor(extractor, dims, mode, extractor_options) if needs_features else (None, None)
@@ -251,6 +287,7 @@ def evaluate_sets(
             data[role] = collect_set(images, win, dims, accumulator, picks, seed + offset, bar)
             if data[role].features is not None and str(device).startswith("cuda"):  # metrics on the GPU too
                 data[role].features = torch.from_numpy(data[role].features).to(device)
+    _check_counts(names, {role: d.images for role, d in data.items()}, nearest_k)  # after skipping unreadable ones
     run = EvaluationRun(
         real=data["real"],
         fake=data["fake"],
@@ -266,7 +303,9 @@ def evaluate_sets(
             "units": "HU" if probes["real"][2] == "CT" else "image units",
         },
     )
-    run.warnings += _input_warnings(data)
+    if chosen_mode == "2.5d":  # which slices are scored changes the 2.5D features
+        run.options["slices_per_plane"] = slices_per_plane
+    run.warnings += skipped_metrics + _input_warnings(data)
     if train is not None and "train" not in data:
         run.warnings.append("the training set serves the memorization metric only, which was not asked for")
     for name in names:
@@ -277,7 +316,12 @@ def evaluate_sets(
 
 
 def _input_warnings(data: dict[str, SetData]) -> list[str]:
-    warnings = [f"{role} set: skipped {problem}" for role, d in data.items() for problem in d.images.skipped[:5]]
+    warnings = []
+    for role, d in data.items():
+        skipped = d.images.skipped
+        if skipped:
+            more = f" (and {len(skipped) - 5} more, listed in metrics.json)" if len(skipped) > 5 else ""
+            warnings.append(f"{role} set: skipped {len(skipped)} unreadable file(s): {'; '.join(skipped[:5])}{more}")
     shapes = {role: set(d.shapes) for role, d in data.items()}
     if len(shapes["real"]) == 1 and len(shapes["fake"]) == 1 and shapes["real"] != shapes["fake"]:
         warnings.append(
@@ -294,6 +338,7 @@ def _record(run: EvaluationRun, names, window: Window, net, mode, device) -> dic
             "count": len(d.images),
             "spatial_dims": d.spatial_dims,
             "shapes": dict(d.shapes),
+            "skipped": list(d.images.skipped),  # unreadable files, with the reason
         }
 
     record: dict[str, Any] = {
@@ -314,8 +359,14 @@ def _record(run: EvaluationRun, names, window: Window, net, mode, device) -> dic
             "tag": run.tag,
             "mode": mode,
             "input_size": list(net.input_size),
+            # everything else that changes the features: input = (x01 - input_mean) / input_std, channels repeated
+            "in_channels": int(net.in_channels),
+            "input_mean": float(net.input_mean),
+            "input_std": float(net.input_std),
             "feature_dim": int(run.real.features.shape[1]),
             "device": str(device),
             **net.provenance,
         }
+        if mode == "2.5d":
+            record["extractor"]["slices_per_plane"] = run.options["slices_per_plane"] or "all"
     return record

@@ -17,6 +17,7 @@ never silently come from a different network. Three kinds of file are understood
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import warnings
@@ -58,6 +59,16 @@ def load_extractor_file(
     mean 127/255, std 128/255).
     """
     path = os.fspath(path)
+    check_option_types(
+        {
+            "spatial_dims": spatial_dims,
+            "in_channels": in_channels,
+            "input_size": input_size,
+            "input_mean": input_mean,
+            "input_std": input_std,
+            "name": name,
+        }
+    )
     defaults = {
         "in_channels": 1,
         "input_size": None,
@@ -87,8 +98,8 @@ def load_extractor_file(
     else:
         network = _load_program(path, kind)
     stem = re.sub(r"[^A-Za-z0-9_]+", "_", os.path.basename(path).split(".")[0]).strip("_") or "user"
-    side = input_size or (224 if spatial_dims == 2 else 96)
-    return FeatureExtractor(
+    side = input_size if input_size is not None else (224 if spatial_dims == 2 else 96)
+    extractor = FeatureExtractor(
         name=name or stem,
         network=network,
         spatial_dims=spatial_dims,
@@ -102,6 +113,64 @@ def load_extractor_file(
             "architecture": architecture,
         },
     )
+    _try_once(extractor, path)
+    return extractor
+
+
+# Options whose values change every number, with the type each takes; None means "the default".
+_OPTION_TYPES = {
+    "spatial_dims": "2 or 3",
+    "in_channels": "a whole number >= 1",
+    "input_size": "a whole number >= 8 (voxels per axis)",
+    "input_mean": "a number",
+    "input_std": "a number > 0",
+    "seed": "a whole number",
+    "name": "a name of letters, digits and underscores",
+}
+
+
+def check_option_types(options: dict[str, Any]) -> None:
+    """One line naming --extractor-option and the expected type for the first bad value (None: unset)."""
+    for key, value in options.items():
+        if value is None or key not in _OPTION_TYPES:
+            continue
+        whole = isinstance(value, int) and not isinstance(value, bool)
+        number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        good = {
+            "spatial_dims": whole and value in (2, 3),
+            "in_channels": whole and value >= 1,
+            "input_size": whole and value >= 8,
+            "input_mean": number,
+            "input_std": number and value > 0,
+            "seed": whole,
+            "name": isinstance(value, str) and re.fullmatch(r"[A-Za-z0-9_]+", value) is not None,
+        }[key]
+        if not good:
+            raise ConfigError(f"--extractor-option {key}={value!r}: {key} must be {_OPTION_TYPES[key]}")
+
+
+def _try_once(extractor: FeatureExtractor, path: str) -> None:
+    """Run two blank inputs through the network now, so a wrong input shape is one line at load time,
+    not a traceback after minutes of reading images."""
+    shape = (2, extractor.in_channels, *extractor.input_size)
+    settings = (
+        f"in_channels={extractor.in_channels}, input_size={extractor.input_size[0]}, "
+        f"spatial_dims={extractor.spatial_dims}"
+    )
+    try:
+        out = extractor.embed(torch.zeros(shape))
+    except ConfigError as err:
+        raise ConfigError(
+            f"{err.reason}; now {settings}: set what the network takes with --extractor-option "
+            "in_channels=N, input_size=N or spatial_dims=2|3 (a torch.export program also needs a dynamic batch axis)",
+            path=path,
+        ) from None
+    if out.ndim != 2 or out.shape[0] != shape[0] or out.shape[1] < 1:
+        raise ConfigError(
+            f"maps inputs {'x'.join(map(str, shape))} to {'x'.join(map(str, out.shape))}, not to features "
+            f"[batch, D] (or a feature map [batch, D, ...]); now {settings}",
+            path=path,
+        )
 
 
 def _check_digest(sha256: str | None) -> str:

@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from medgan.errors import ConfigError, InputError
+from medgan.errors import ConfigError, InputError, describe
 from medgan.registry import Registry
 
 __all__ = ["EXTRACTORS", "FeatureAccumulator", "FeatureExtractor", "extract_features", "resize", "sha256_of"]
@@ -75,8 +75,20 @@ class FeatureExtractor:
         autocast = (
             torch.autocast("cuda", dtype=torch.bfloat16) if batch.device.type == "cuda" else contextlib.nullcontext()
         )
-        with autocast:
-            out = self.network(batch)
+        try:
+            with autocast:
+                out = self.network(batch)
+        except torch.OutOfMemoryError:
+            raise
+        except (RuntimeError, AssertionError, TypeError, ValueError, IndexError) as err:
+            if not self.provenance.get("weights", "").startswith("user file"):
+                raise  # medgan's own networks: a bug, keep the traceback
+            shape = "x".join(str(n) for n in batch.shape)
+            lines = [line for line in str(err).splitlines() if line.strip()]  # TorchScript: the cause comes last
+            cause = describe(lines[-1] if lines else type(err).__name__, 160)
+            raise ConfigError(f"the {self.name} extractor fails on inputs {shape} ({cause})") from None
+        if not isinstance(out, torch.Tensor) and not (isinstance(out, (tuple, list)) and out):
+            raise ConfigError(f"the {self.name} extractor returns {type(out).__name__}, not a tensor of features")
         if isinstance(out, (tuple, list)):
             out = out[0]
         if out.ndim > 2:  # a feature map: pool it
@@ -142,7 +154,10 @@ def random_cnn(
 ) -> FeatureExtractor:
     """A fixed-seed randomly initialised CNN (untrained): 512-d features, 2D or 3D."""
     _check_dims(spatial_dims)
-    side = input_size or (224 if spatial_dims == 2 else 64)
+    from medgan.metrics.extractor_files import check_option_types
+
+    check_option_types({"seed": seed, "input_size": input_size})
+    side = input_size if input_size is not None else (224 if spatial_dims == 2 else 64)
     return FeatureExtractor(
         name="random_cnn" if seed == 0 else f"random_cnn_seed{seed}",
         network=RandomCNN(spatial_dims, seed),

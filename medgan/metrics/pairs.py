@@ -1,7 +1,9 @@
 """`medgan evaluate --pairs CSV`: paired metrics for enhancement (denoising, super-resolution, ...).
 
 The CSV has a header with the columns `reference` and `test`, and optionally `mask` (nonzero
-voxels are scored); paths are relative to the CSV's folder. Each pair must have the same shape.
+voxels are scored); paths are relative to the CSV's folder. The test image and the mask must lie
+on the reference's voxel grid; one stored in another voxel order is reordered onto it exactly
+(`medgan.metrics.grid`), any other grid is refused.
 
     reference,test,mask
     clean/case01.nii.gz,enhanced/case01.nii.gz,masks/case01.nii.gz
@@ -25,13 +27,14 @@ import torch
 
 from medgan import __version__
 from medgan.errors import ConfigError, InputError
-from medgan.io.atomic import check_output
+from medgan.io.atomic import check_apart, check_output
 from medgan.metrics.collect import VIEW_SIDE
 from medgan.metrics.features import resize
+from medgan.metrics.grid import Grid, GridMismatch, align
 from medgan.metrics.image import PAIRED_METRICS, max_ms_ssim_scales, ms_ssim, ms_ssim_weights
-from medgan.metrics.sets import load_single, shape_text
+from medgan.metrics.sets import REPORT_APART, load_with_affine, shape_text, squeeze
 
-__all__ = ["CT_SCANNER_RANGE_HU", "DEFAULT_PAIRED_METRICS", "PairViews", "evaluate_pairs", "read_pairs"]
+__all__ = ["CT_SCANNER_RANGE_HU", "DEFAULT_PAIRED_METRICS", "PairViews", "evaluate_pairs", "read_pairs", "summary_line"]
 
 CT_SCANNER_RANGE_HU = (-1024.0, 3071.0)
 DEFAULT_PAIRED_METRICS = ("psnr", "ssim", "ms_ssim", "mae", "rmse", "nrmse")
@@ -85,8 +88,28 @@ def read_pairs(csv_path: str | os.PathLike) -> list[dict[str, Any]]:
     return rows
 
 
-def _load(path: str, role: str) -> tuple[np.ndarray, str | None]:
-    return load_single(path, role)
+def _on_grid(row, column, reference: Grid, shape, moved: list[str], pairs_csv) -> np.ndarray:
+    """The row's `column` image on the reference's voxel grid (see `medgan.metrics.grid`), unit axes
+    dropped like the reference's; one line naming both files and grids when it is another grid."""
+    array, _, affine = load_with_affine(row[column], column)
+    grid = Grid.of(array.shape, affine)
+    where, name = f"line {row['line']}", os.path.basename(row[column])
+    ref_name = os.path.basename(row["reference"])
+    try:
+        aligned, reordered = align(array, grid, reference)
+    except GridMismatch as err:
+        if reference.shape != grid.shape and sorted(reference.shape) != sorted(grid.shape):
+            sizes = [shape_text([n for n in s if n > 1]) for s in (shape, array.shape)]
+            detail = f"{where}: reference {ref_name} is {sizes[0]} but {column} {name} is {sizes[1]}"
+        else:
+            detail = (
+                f"{where}: {column} {name} is not on the voxel grid of reference {ref_name} ({err}): "
+                f"reference {reference.describe()}; {column} {grid.describe()}; resample it onto the reference first"
+            )
+        raise InputError(detail, path=os.fspath(pairs_csv)) from None
+    if reordered:
+        moved.append(f"{where}: {column} {name} ({grid.codes}) onto reference {ref_name} ({reference.codes})")
+    return squeeze(aligned.reshape(shape), row[column])
 
 
 def _range(window, data_range, modality) -> tuple[tuple[float, float] | None, float, str]:
@@ -123,33 +146,27 @@ def evaluate_pairs(
     names = list(metrics or DEFAULT_PAIRED_METRICS)
     for name in names:
         PAIRED_METRICS.get(name)
-    check_output(out, overwrite)
     rows = read_pairs(pairs_csv)
-    per_pair, views, notes = [], [], []
+    listed = [
+        (f"{column} of line {row['line']}", row[column]) for row in rows for column in ("reference", "test", "mask")
+    ]
+    check_apart(out, [("pairs file", pairs_csv), *listed], *REPORT_APART)  # --overwrite replaces --out: never an input
+    check_output(out, overwrite)
+    per_pair, views, notes, reordered = [], [], [], []
     clip = span = source = None
     with progress_bar(progress) as bar:
         task = bar.add_task("pairs", total=len(rows))
         for row in rows:
-            reference, modality = _load(row["reference"], "reference")
-            test, _ = _load(row["test"], "test")
             where = f"line {row['line']}"
-            if reference.shape != test.shape:
-                raise InputError(
-                    f"{where}: reference {os.path.basename(row['reference'])} is {shape_text(reference.shape)} "
-                    "but test "
-                    f"{os.path.basename(row['test'])} is {shape_text(test.shape)}",
-                    path=os.fspath(pairs_csv),
-                )
+            reference, modality, affine = load_with_affine(row["reference"], "reference")
+            grid = Grid.of(reference.shape, affine)
+            test = _on_grid(row, "test", grid, reference.shape, reordered, pairs_csv)
             mask = None
             if row["mask"]:
-                mask = _load(row["mask"], "mask")[0] != 0
-                if mask.shape != reference.shape:
-                    raise InputError(
-                        f"{where}: mask is {shape_text(mask.shape)} but the images are {shape_text(reference.shape)}",
-                        path=os.fspath(pairs_csv),
-                    )
+                mask = _on_grid(row, "mask", grid, reference.shape, reordered, pairs_csv) != 0
                 if not mask.any():
                     raise InputError(f"{where}: the mask is empty", path=os.fspath(pairs_csv))
+            reference = squeeze(reference, row["reference"])
             if span is None:
                 clip, span, source = _range(window, data_range, modality)
             reference, test = reference.astype(np.float64), test.astype(np.float64)  # reference-grade sums
@@ -160,6 +177,13 @@ def evaluate_pairs(
             per_pair.append(scores)
             views.append(_views(os.path.basename(row["test"]), reference, test, clip, span))
             bar.advance(task)
+    if reordered:  # same grid in another voxel order: fine, but say so once
+        shown = "; ".join(reordered[:3]) + ("; ..." if len(reordered) > 3 else "")
+        notes.insert(
+            0,
+            f"{len(reordered)} image(s) stored in another voxel order than their reference were reordered onto it "
+            f"(same physical grid, no interpolation): {shown}",
+        )
     record = {
         "medgan_version": __version__,
         "kind": "pairs",
@@ -192,27 +216,47 @@ def _score(names, reference, test, mask, span, notes, where) -> dict[str, Any]:
             options = {"data_range": span} if "data_range" in inspect.signature(function).parameters else {}
             value = function(reference, test, mask=mask, **options)
         scores[name] = float(value)
+        if name in ("ssim", "ms_ssim") and np.isnan(scores[name]) and mask is not None:
+            notes.append(
+                f"{where}: {name} is NaN: the mask has no voxel where the 11-voxel SSIM window fits "
+                "(it lies within 5 voxels of the image border); the pair is left out of the mean"
+            )
     return scores
 
 
 def _summarise(names, per_pair) -> dict[str, Any]:
+    """Mean and std over the pairs with a finite value (`finite` of `pairs`); median, min and max over
+    all but NaN values (identical images give PSNR = +inf); `infinite` and `nan` counted apart."""
     summary = {}
     for name in names:
         values = np.array([p[name] for p in per_pair if p.get(name) is not None], dtype=float)
-        finite = values[np.isfinite(values)]
         if not values.size:
             continue
+        finite, ordered = values[np.isfinite(values)], values[~np.isnan(values)]
         summary[name] = {
             "mean": float(finite.mean()) if finite.size else None,
             "std": float(finite.std(ddof=1)) if finite.size > 1 else 0.0,
-            "median": float(np.median(values)),
-            "min": float(values.min()),
-            "max": float(values.max()),
+            "median": float(np.median(ordered)) if ordered.size else None,
+            "min": float(ordered.min()) if ordered.size else None,
+            "max": float(ordered.max()) if ordered.size else None,
             "pairs": int(values.size),
-            "infinite": int((~np.isfinite(values)).sum()),  # identical pairs give PSNR = inf
+            "finite": int(finite.size),  # the pairs the mean and std cover
+            "infinite": int(np.isinf(values).sum()),
+            "nan": int(np.isnan(values).sum()),
             "units": _UNITLESS.get(name, "image units (HU for CT)"),
         }
     return summary
+
+
+def summary_line(stats: dict[str, Any]) -> str:
+    """`mean ± std over F of N pairs (median M; I infinite, K NaN)`, for the terminal."""
+    if stats["mean"] is None:
+        text = f"no finite value in {stats['pairs']} pairs"
+    else:
+        text = f"{stats['mean']:.6g} ± {stats['std']:.2g} over {stats['finite']} of {stats['pairs']} pairs"
+    extra = [f"median {stats['median']:.6g}"] if stats["median"] is not None else []
+    extra += [f"{stats[key]} {label}" for key, label in (("infinite", "infinite"), ("nan", "NaN")) if stats[key]]
+    return f"{text} ({'; '.join(extra)})" if extra else text
 
 
 def _views(name, reference, test, clip, span) -> PairViews:

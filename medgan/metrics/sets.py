@@ -23,7 +23,20 @@ import torch
 from medgan.errors import ConfigError, InputError, MedganError
 from medgan.io import FoundImage, find_images, read_image
 
-__all__ = ["CT_WINDOW_HU", "ImageSet", "Window", "choose_window", "find_set", "load_single", "shape_text"]
+__all__ = [
+    "CT_WINDOW_HU",
+    "REPORT_APART",
+    "ImageSet",
+    "Window",
+    "choose_window",
+    "find_set",
+    "load_single",
+    "load_with_affine",
+    "shape_text",
+    "squeeze",
+]
+# How check_apart names the report folder and what it asks for: an --out apart from every input.
+REPORT_APART = ("the report folder", "an --out apart from the inputs")
 
 CT_WINDOW_HU = (-1000.0, 1000.0)
 PERCENTILE_WINDOW = (0.5, 99.5)
@@ -37,7 +50,7 @@ class ImageSet:
     role: str  # "real", "fake", "train": used in messages
     folder: str
     items: list[FoundImage]
-    skipped: list[str]  # unreadable files passed over, for the report's warnings
+    skipped: list[str]  # unreadable files passed over ("name: reason"), for the report's warnings
 
     def __len__(self) -> int:
         return len(self.items)
@@ -88,6 +101,13 @@ def load_single(item: FoundImage | str, role: str = "") -> tuple[np.ndarray, str
 
     Axes of length 1 are dropped, so a slice stored as 256 x 256 x 1 counts as 2D.
     """
+    array, modality, _ = load_with_affine(item, role)
+    return squeeze(array, item if isinstance(item, str) else item.source), modality
+
+
+def load_with_affine(item: FoundImage | str, role: str = "") -> tuple[np.ndarray, str | None, np.ndarray]:
+    """The image as float32 `[*spatial]` (unit axes kept), its modality, and its voxel-to-world affine
+    (RAS, mm; an identity when the reader gives none)."""
     source = item if isinstance(item, str) else item.source
     try:
         image = read_image(item) if isinstance(item, str) else item.load()
@@ -99,14 +119,21 @@ def load_single(item: FoundImage | str, role: str = "") -> tuple[np.ndarray, str
     if data.shape[0] != 1:
         raise InputError(f"has {data.shape[0]} channels; evaluation takes single-channel images", path=source)
     array = data[0].to(torch.float32).numpy()
-    array = array.reshape([n for n in array.shape if n > 1])
-    if array.ndim not in (2, 3):
-        raise InputError(
-            f"is neither 2D nor 3D after dropping unit axes (shape {shape_text(data.shape[1:])})", path=source
-        )
+    affine = getattr(image, "affine", None)
+    affine = np.eye(array.ndim + 1) if affine is None else np.asarray(affine, dtype=np.float64)
     meta = getattr(image, "meta", {}) or {}
     modality = meta.get("modality")
-    return array, (str(modality).upper() if modality else None)
+    return array, (str(modality).upper() if modality else None), affine
+
+
+def squeeze(array: np.ndarray, source: str) -> np.ndarray:
+    """`array` without its axes of length 1; it must then be 2D or 3D."""
+    squeezed = array.reshape([n for n in array.shape if n > 1])
+    if squeezed.ndim not in (2, 3):
+        raise InputError(
+            f"is neither 2D nor 3D after dropping unit axes (shape {shape_text(array.shape)})", path=source
+        )
+    return squeezed
 
 
 def shape_text(shape) -> str:
@@ -130,7 +157,15 @@ def choose_window(
         raise ConfigError("give an intensity window (--window LOW,HIGH): the modality is unknown")
     count = min(len(real), WINDOW_SAMPLE_IMAGES)
     picks = np.linspace(0, len(real) - 1, count).round().astype(int)
-    values = [load_single(real.items[i], real.role)[0].ravel() for i in picks]
+    values = []
+    for i in picks:
+        try:
+            values.append(load_single(real.items[i], real.role)[0].ravel())
+        except MedganError:  # unreadable: skipped (and reported) during the pass over the set
+            continue
+    if not values:
+        raise InputError("none of the sampled real images is readable; cannot choose a window", path=real.folder)
+    count = len(values)
     low, high = np.percentile(np.concatenate(values), PERCENTILE_WINDOW)
     if not high > low:
         raise InputError("the real images are constant; give an intensity window (--window LOW,HIGH)", path=real.folder)

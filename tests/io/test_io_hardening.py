@@ -32,11 +32,11 @@ def test_convert_refuses_to_overwrite_its_source(tmp_path, real_series, run_cli)
     shutil.copytree(series.folder, source)
     (tmp_path / "study" / "notes.txt").write_text("keep me")
     before = checksums(tmp_path / "study")
-    for output, says in ((source, "is the input"), (tmp_path / "study", "holds the input")):
+    for output, says in ((source, "is the source"), (tmp_path / "study", "contains the source")):
         status, _, err = run_cli("convert", source, output, "--to", "dicom", "--overwrite")
         assert status == 2 and says in err and len(err.strip().splitlines()) == 1, err
     status, _, err = run_cli("convert", source, source / "ct.nii.gz")
-    assert status == 2 and "lies inside the input folder" in err
+    assert status == 2 and "lies inside the source" in err
     assert checksums(tmp_path / "study") == before
 
 

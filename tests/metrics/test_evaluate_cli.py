@@ -123,6 +123,12 @@ def test_every_set_metric_alone(name, sets_2d, tmp_path):
     assert json.loads((tmp_path / "r" / "metrics.json").read_text())["metrics_computed"] == [name]
 
 
+def test_a_set_against_itself_has_no_intensity_distance(sets_2d, tmp_path):
+    """Voxels are not resampled with replacement: identical sets are at distance 0, not sampling noise."""
+    record = evaluate_sets(sets_2d / "real", sets_2d / "real", tmp_path / "r", metrics=["intensity"], progress=False)
+    assert record["metrics"]["intensity_w1"]["value"] == 0.0
+
+
 def test_3d_sets_natively_and_as_two_and_a_half_d(tmp_path, run_cli):
     real = write_set(tmp_path / "real", range(6), spatial_dims=3, shape=(48, 48, 24))
     fake = write_set(tmp_path / "fake", range(10, 16), spatial_dims=3, shape=(48, 48, 24))
@@ -131,6 +137,7 @@ def test_3d_sets_natively_and_as_two_and_a_half_d(tmp_path, run_cli):
     assert status == 0, err
     record = json.loads((tmp_path / "a" / "metrics.json").read_text())
     assert record["extractor"]["mode"] == "native" and record["extractor"]["input_size"] == [64, 64, 64]
+    assert "slices_per_plane" not in record["options"] and "slices_per_plane" not in record["extractor"]
     status, _, err = run_cli(
         "evaluate",
         "--real",
@@ -150,6 +157,10 @@ def test_3d_sets_natively_and_as_two_and_a_half_d(tmp_path, run_cli):
     assert status == 0, err
     record = json.loads((tmp_path / "b" / "metrics.json").read_text())
     assert record["extractor"]["feature_dim"] == 3 * 512
+    # every option that changes a number is recorded
+    assert record["options"]["slices_per_plane"] == 3 and record["extractor"]["slices_per_plane"] == 3
+    extractor = record["extractor"]
+    assert (extractor["in_channels"], extractor["input_mean"], extractor["input_std"]) == (1, 0.5, 0.5)
     planes = record["metrics"]["fd_random_cnn_2.5d_planes"]
     assert set(planes) == {"jk", "ik", "ij", "mean"}
     assert "precision_random_cnn_2.5d" in record["metrics"]
@@ -283,3 +294,22 @@ def test_usage_mistakes_are_one_line(sets_2d, tmp_path, run_cli):
     assert "already exists; pass --overwrite" in one_error_line(status, err)
     status, _, err = run_cli("evaluate", "--real", sets_2d / "real", "--out", tmp_path / "o")
     assert "give --real and --fake" in one_error_line(status, err)
+    pairs = ["evaluate", "--pairs", tmp_path / "pairs.csv", "--out", tmp_path / "o"]
+    status, _, err = run_cli(*pairs, "--mode", "2.5d", "--seed", "3")
+    assert "--mode, --seed apply to --real/--fake sets, not to --pairs" in one_error_line(status, err)
+    status, _, err = run_cli(*pairs, "--window=-160,240", "--data-range", "4095")
+    assert "--data-range 4095 disagrees with --window (which is 400 wide" in one_error_line(status, err)
+
+
+def test_thin_volumes_skip_default_diversity_but_refuse_it_when_asked(tmp_path, run_cli):
+    real = write_set(tmp_path / "real", range(3), spatial_dims=3, shape=(24, 24, 8))
+    fake = write_set(tmp_path / "fake", range(10, 13), spatial_dims=3, shape=(24, 24, 8))
+    base = ["evaluate", "--real", real, "--fake", fake, "--nearest-k", 2, "--kid-subsets", 2, "--no-progress"]
+    status, _, err = run_cli(*base, "--out", tmp_path / "default")
+    assert status == 0, err
+    assert "diversity not computed: MS-SSIM diversity needs images of at least 11 voxels a side" in err
+    record = json.loads((tmp_path / "default" / "metrics.json").read_text())
+    assert "diversity" not in record["metrics_computed"] and "fd_random_cnn" in record["metrics"]
+    status, _, err = run_cli(*base, "--out", tmp_path / "asked", "--metrics", "fd,diversity")
+    assert "the real images are 24x24x8" in one_error_line(status, err)
+    assert not (tmp_path / "asked").exists()
