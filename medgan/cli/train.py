@@ -58,7 +58,11 @@ def train(
 @click.option(
     "--input", "inputs", type=click.Path(path_type=str), help="Scans to translate (image-to-image checkpoints)."
 )
-@click.option("--modality", type=click.Choice(["CT", "MR"]), help="For DICOM, when the training data recorded none.")
+@click.option(
+    "--modality",
+    type=click.Choice(["CT", "MR"]),
+    help="For DICOM, when the training data (or the class drawn) recorded none, or mixes CT and MR.",
+)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--overwrite", is_flag=True, help="Replace outputs that exist.")
 @click.option(

@@ -9,6 +9,10 @@ CSV), and optional columns add a class `label` (integer), a paired `source` imag
 or a `label_map` (label-map-to-image). Scans are read and resampled once, then cached by
 MONAI (`CacheDataset` in memory, `PersistentDataset` on disk). Intensities are windowed to
 [-1, 1]; the window is kept in `data.record` so that generated images go back to HU.
+Paired images are matched to their `image` by position (see `medgan.data.transforms`).
+
+Unreadable files found by searching a folder are skipped with a warning naming them; a CSV
+row naming a missing or unreadable file is an error naming the CSV line.
 
 Randomness is explicit: a sample is addressed by `(index, seed)` and a random crop is drawn
 from that seed alone, and `StepBatchSampler` derives every batch from (seed, step), so a
@@ -18,33 +22,48 @@ resumed run sees exactly the batches it would have seen.
 from __future__ import annotations
 
 import csv
+import logging
 import os
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
 import torch
+from monai.transforms import Transform
 from torch import Tensor
 from torch.utils.data import DistributedSampler, Sampler
 
-from medgan.data.transforms import LoadScand, spacing_of, to_unit
-from medgan.errors import ConfigError, InputError
+from medgan.data.transforms import LoadScand, UnreadableScan, spacing_of, to_unit
+from medgan.errors import ConfigError, InputError, MedganError
 from medgan.io.image import affine_of
 
 __all__ = ["ScanDataset", "StepBatchSampler", "UnpairedDataset", "find_records", "sample_seed", "write_phantom_pairs"]
 
+log = logging.getLogger(__name__)
+
 IMAGE_KEYS = ("image", "source", "label_map")
+# Where a record came from, for messages; not part of what is loaded (nor of the disk cache's key).
+ORIGIN_KEYS = ("found_in", "csv", "csv_line")
 _FOREGROUND_LEVEL = 0.05  # a voxel is tissue above 5% of the window
+_SKIPPED_NAMED = 10  # skipped files named one by one in the log; the rest are counted
+_FAILED = "medgan_load_error"  # what the in-memory cache holds for a scan that could not be loaded: the error
 
 
 def find_records(source: str) -> list[dict[str, Any]]:
-    """One record per scan: every image under a folder, or the rows of a CSV."""
+    """One record per scan: every image under a folder, or the rows of a CSV.
+
+    A folder's records carry `found_in` (the folder), so that files which turn out unreadable
+    are skipped; a CSV's carry `csv` and `csv_line`, so that errors name the line.
+    """
     if source.lower().endswith(".csv"):
         return _csv_records(source)
     from medgan.io import find_images
 
     found, problems = find_images(source, skip_invalid=True)
+    searched = os.path.isdir(source)
     records = [{"image": f.source, "image_series": f.series.key if f.series else None} for f in found]
+    if searched:
+        records = [{**r, "found_in": source} for r in records]
     if not records:
         detail = f"; {len(problems)} file(s) unreadable, e.g. {problems[0]}" if problems else ""
         raise InputError(f"no readable NIfTI/DICOM/NRRD/MHA images here{detail}; point data.source elsewhere", source)
@@ -66,12 +85,21 @@ def _csv_records(path: str) -> list[dict[str, Any]]:
         for key in IMAGE_KEYS:
             if row.get(key):
                 record[key] = row[key] if os.path.isabs(row[key]) else os.path.join(folder, row[key])
+                if not os.path.exists(record[key]):
+                    raise InputError(f"line {line}: {key} {record[key]}: no such file or folder", path=path)
+                if row.get(f"{key}_series"):
+                    record[f"{key}_series"] = row[f"{key}_series"]
+        if "image" not in record:
+            raise InputError(f"line {line}: the 'image' column is empty", path=path)
         if row.get("label"):
             try:
                 record["label"] = int(row["label"])
             except ValueError:
                 raise InputError(f"line {line}: label {row['label']!r} is not an integer class", path=path) from None
-        records.append(record)
+            if record["label"] < 0:
+                raise InputError(f"line {line}: label {record['label']} is negative; classes are numbered from 0",
+                                 path=path)  # fmt: skip
+        records.append({**record, "csv": path, "csv_line": line})
     return records
 
 
@@ -105,6 +133,8 @@ class ScanDataset(torch.utils.data.Dataset):
         keys = [k for k in IMAGE_KEYS if any(k in r for r in records)]
         loader = LoadScand(keys, spacing_mm, spatial_dims, slice_axis)
         self.scans = _cached(records, loader, cache, cache_dir)
+        self.kept = _readable(self.scans, records)  # positions in self.scans of the scans that could be read
+        records = [records[i] for i in self.kept]
         self.windows = {"image": window or self._percentiles("image", window_percentiles)}
         if "source" in keys:
             self.windows["source"] = source_window or self._percentiles("source", window_percentiles)
@@ -118,11 +148,21 @@ class ScanDataset(torch.utils.data.Dataset):
         self.record = self._describe(records)
 
     def _scan(self, i: int) -> dict[str, Any]:
-        return self.scans[i]
+        try:
+            return self.scans[self.kept[i]]
+        except Exception as err:  # MONAI wraps a transform's error: show the medgan one, one line
+            cause = _medgan_cause(err)
+            if cause is None:
+                raise
+            raise cause from None
+
+    @property
+    def num_scans(self) -> int:
+        return len(self.kept)
 
     def _percentiles(self, key: str, percentiles: tuple[float, float]) -> tuple[float, float]:
         voxels = []
-        for i in range(len(self.scans)):
+        for i in range(self.num_scans):
             values = self._scan(i)[key].flatten()
             stride = max(1, values.numel() // 200_000)  # a fixed subsample per scan keeps this cheap
             voxels.append(values[::stride].double().numpy())
@@ -133,7 +173,7 @@ class ScanDataset(torch.utils.data.Dataset):
         """(scan, slice) pairs; slice -1 means the whole image (3D training, or a 2D scan)."""
         index = []
         low, high = self.windows["image"]
-        for i in range(len(self.scans)):
+        for i in range(self.num_scans):
             image = self._scan(i)["image"]
             if self.spatial_dims == 3 or image.ndim == 3:
                 index.append((i, -1))
@@ -154,12 +194,18 @@ class ScanDataset(torch.utils.data.Dataset):
         directions = (affine[:3, :3] / np.linalg.norm(affine[:3, :3], axis=0)).tolist()
         axes = [a for a in range(dims) if not (dims == 3 and self.spatial_dims == 2 and a == self.slice_axis)]
         labels = [int(r["label"]) for r in records if "label" in r]
-        label_maps = [
-            int(self._scan(i)["label_map"].max()) for i in range(len(self.scans)) if "label_map" in records[i]
-        ]
+        label_maps = [int(self._scan(i)["label_map"].max()) for i in range(self.num_scans) if "label_map" in records[i]]
+        kinds = [_kind(self._scan(i)["image_meta"]) for i in range(self.num_scans)]
+        modality, units = _common(kinds)
+        num_classes = max(labels) + 1 if labels else 0
+        per_class = [sorted({k for k, r in zip(kinds, records, strict=True) if r.get("label") == c})
+                     for c in range(num_classes)]  # fmt: skip
         return {
-            "modality": meta["modality"],
-            "units": meta["units"] or ("HU" if meta["modality"] == "CT" else ""),
+            "modality": modality,  # "" when the scans mix modalities (see "modalities")
+            "units": units,
+            "modalities": sorted({m for m, _ in kinds}),
+            # Per class (conditional): the (modality, units) pairs of its scans; a class may mix several.
+            "class_kinds": [[list(k) for k in kinds_of] for kinds_of in per_class] if labels else None,
             "window": list(self.windows["image"]),
             "source_window": list(self.windows["source"]) if "source" in self.windows else None,
             "spatial_dims": self.spatial_dims,
@@ -170,7 +216,7 @@ class ScanDataset(torch.utils.data.Dataset):
             "axes": axes,
             "image_channels": first.shape[0],  # of the scans themselves
             "channels": first.shape[0] * self.slab_slices,  # of a sample (a slab stacks slices as channels)
-            "num_classes": max(labels) + 1 if labels else 0,
+            "num_classes": num_classes,
             "num_labels": max(label_maps) + 1 if label_maps else 0,
             "samples": len(self.index),
         }
@@ -231,13 +277,84 @@ def _crop_or_pad(array: Tensor, size: Sequence[int], offsets: Sequence[int], fil
     return array.contiguous()
 
 
+def _kind(meta: dict[str, Any]) -> tuple[str, str]:
+    """(modality, units) of a scan; CT is in HU unless its file says otherwise."""
+    modality = str(meta.get("modality") or "").upper()
+    return modality, str(meta.get("units") or ("HU" if modality == "CT" else ""))
+
+
+def _common(kinds: Sequence[tuple[str, str]]) -> tuple[str, str]:
+    """The (modality, units) shared by all `kinds`; ("", "") when they differ."""
+    unique = set(kinds)
+    return unique.pop() if len(unique) == 1 else ("", "")
+
+
+def _medgan_cause(err: BaseException | None) -> MedganError | None:
+    """The MedganError behind an exception (MONAI wraps a transform's errors in RuntimeErrors)."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, MedganError):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
+
+
+class _Guarded(Transform):
+    """`LoadScand` that returns the error of a scan it cannot load instead of raising it, so that
+    MONAI's `CacheDataset` caches the others (it would stop at the first error)."""
+
+    def __init__(self, loader: LoadScand):
+        self.loader = loader
+
+    def __call__(self, record: dict[str, Any]) -> dict[str, Any]:
+        try:
+            return self.loader(record)
+        except MedganError as err:
+            return {_FAILED: err}
+
+
+def _readable(scans, records: Sequence[dict[str, Any]]) -> list[int]:
+    """Load every scan once (filling the cache); the positions of those that loaded.
+
+    An unreadable file found by searching a folder is skipped with a warning (an error when none
+    is left); any other problem is an error: naming the CSV line for a CSV's row.
+    """
+    kept, skipped = [], []
+    for i, record in enumerate(records):
+        try:
+            scan = scans[i]
+            error = scan.get(_FAILED)
+        except Exception as err:
+            error = _medgan_cause(err)
+            if error is None:
+                raise
+        if error is None:
+            kept.append(i)
+        elif record.get("found_in") and isinstance(error, UnreadableScan):
+            skipped.append(str(error))
+        elif record.get("csv"):
+            raise InputError(f"line {record['csv_line']}: {error}", path=record["csv"]) from None
+        else:
+            raise error from None
+    for problem in skipped[:_SKIPPED_NAMED]:
+        log.warning("skipped an unreadable scan: %s", problem)
+    if len(skipped) > _SKIPPED_NAMED:
+        log.warning("skipped %d more unreadable scans", len(skipped) - _SKIPPED_NAMED)
+    if not kept:
+        raise InputError(f"none of the {len(records)} images found here can be read, e.g. {skipped[0]}",
+                         path=records[0]["found_in"])  # fmt: skip
+    return kept
+
+
 def _cached(records, loader: LoadScand, cache: str, cache_dir: str | None):
     """The preprocessed scans, cached by MONAI so decoding happens once."""
     from monai.data import CacheDataset, Dataset, PersistentDataset
 
-    records = [dict(r) for r in records]
+    records = [{k: v for k, v in r.items() if k not in ORIGIN_KEYS} for r in records]
     if cache == "memory":
-        return CacheDataset(records, transform=loader, cache_rate=1.0, num_workers=0, progress=False, copy_cache=False)
+        return CacheDataset(records, transform=_Guarded(loader), cache_rate=1.0, num_workers=0, progress=False,
+                            copy_cache=False)  # fmt: skip
     if cache == "disk":
         if not cache_dir:
             raise ConfigError("data.cache is disk but no data.cache_dir was given")

@@ -1,8 +1,14 @@
-"""Deterministic preprocessing for training data: load, resample to a spacing, window to [-1, 1].
+"""Deterministic preprocessing for training data: load, pair by position, resample, window to [-1, 1].
 
 `LoadScand` is a MONAI-style dictionary transform, so MONAI's `CacheDataset` and
 `PersistentDataset` can cache its (expensive, deterministic) output. Windowing is a cheap
 affine map applied per sample afterwards, recorded so that outputs go back to physical units.
+
+Paired images (a pix2pix `source`, a `label_map`) are matched to the record's `image` by
+physical position, never by array index: the same grid stored in another axis order or
+direction (a DICOM series in LPS order beside a NIfTI in RAS order) is permuted and flipped
+exactly; another grid is resampled onto the image's (nearest label for label maps, linear
+for images) when the two fields of view overlap, and refused when they do not.
 """
 
 from __future__ import annotations
@@ -19,7 +25,25 @@ from torch import Tensor
 from medgan.errors import InputError
 from medgan.io.image import affine_of, meta_of
 
-__all__ = ["LoadScand", "from_unit", "resample", "spacing_of", "target_spacing", "to_unit"]
+__all__ = [
+    "LoadScand",
+    "UnreadableScan",
+    "describe_grid",
+    "from_unit",
+    "onto_grid",
+    "reorient_like",
+    "resample",
+    "spacing_of",
+    "target_spacing",
+    "to_unit",
+]
+
+GRID_TOLERANCE_VOXELS = 0.01  # two grids whose voxel centres agree this closely are the same grid
+_CHUNK_VOXELS = 1 << 22  # resampling works through the reference grid this many voxels at a time
+
+
+class UnreadableScan(InputError):
+    """A scan that cannot be read at all (missing, corrupt, not an image); a folder search skips it."""
 
 
 def spacing_of(affine: np.ndarray, spatial_dims: int) -> list[float]:
@@ -72,13 +96,133 @@ def from_unit(x: Tensor, low: float, high: float) -> Tensor:
     return (x.float().clamp(-1.0, 1.0) + 1.0) / 2.0 * (high - low) + low
 
 
+def full_affine(affine: np.ndarray, spatial_dims: int) -> np.ndarray:
+    """A 4x4 RAS affine whose third column is usable for a 2D image too (unit length, normal to the plane)."""
+    full = np.array(affine, dtype=np.float64)
+    if spatial_dims == 2 and np.linalg.norm(full[:3, 2]) < 1e-6:
+        normal = np.cross(full[:3, 0], full[:3, 1])
+        full[:3, 2] = normal / np.linalg.norm(normal)
+    return full
+
+
+def describe_grid(shape: Sequence[int], affine: np.ndarray) -> str:
+    """A voxel grid in a few words: '181x217x181 voxels of 1x1x1 mm, RAS, first voxel at (-90, -126, -72) mm'."""
+    from medgan.io.geometry import orientation_code
+
+    dims = len(shape)
+    affine = full_affine(affine, dims)
+    spacing = "x".join(f"{v:.4g}" for v in spacing_of(affine, dims))
+    origin = ", ".join(f"{v:.4g}" for v in affine[:3, 3])
+    return f"{'x'.join(str(n) for n in shape)} voxels of {spacing} mm, {orientation_code(affine)[:dims]}, " \
+        f"first voxel at ({origin}) mm"  # fmt: skip
+
+
+def _as_3d(shape: Sequence[int]) -> list[int]:
+    return [*shape, *[1] * (3 - len(shape))]
+
+
+def _axis_map(voxel_map: np.ndarray, shape: Sequence[int], other_shape: Sequence[int]):
+    """(permutation, signs) when `voxel_map` (reference voxel -> other voxel) only reorders and
+    reverses axes of grids of the same size, to within GRID_TOLERANCE_VOXELS; None otherwise."""
+    shape, other_shape = _as_3d(shape), _as_3d(other_shape)
+    linear = voxel_map[:3, :3]
+    perm = np.abs(linear).argmax(axis=0)  # reference axis a runs along the other's axis perm[a]
+    if sorted(perm.tolist()) != [0, 1, 2]:
+        return None
+    signs = np.sign(linear[perm, [0, 1, 2]])
+    ideal = np.zeros((4, 4))
+    ideal[3, 3] = 1.0
+    for a, b in enumerate(perm):
+        if other_shape[b] != shape[a]:
+            return None
+        ideal[b, a] = signs[a]
+        ideal[b, 3] = 0.0 if signs[a] > 0 else other_shape[b] - 1
+    corners = np.array([[i * (n - 1) for i, n in zip(bits, shape, strict=True)] + [1.0]
+                        for bits in np.ndindex(2, 2, 2)]).T  # fmt: skip
+    if np.abs((voxel_map - ideal) @ corners).max() > GRID_TOLERANCE_VOXELS:
+        return None
+    return perm.tolist(), signs.tolist()
+
+
+def onto_grid(
+    array: Tensor, affine: np.ndarray, shape: Sequence[int], reference_affine: np.ndarray, labels: bool = False
+) -> Tensor | None:
+    """`array` (`[C, *spatial]`, RAS `affine`) on the reference grid (`shape`, `reference_affine`).
+
+    The same grid in another storage order is permuted and flipped exactly (no interpolation);
+    any other grid is resampled: nearest label for label maps, linear otherwise, voxels outside
+    the array's field of view taking 0 (label maps) or the array's minimum. None when the two
+    fields of view do not overlap at all.
+    """
+    dims = array.ndim - 1
+    voxel_map = np.linalg.inv(full_affine(affine, dims)) @ full_affine(reference_affine, dims)
+    mapping = _axis_map(voxel_map, shape, array.shape[1:])
+    if mapping is not None:
+        perm, signs = mapping
+        out = array.permute(0, *[1 + b for b in perm[:dims]])
+        flips = [1 + a for a in range(dims) if signs[a] < 0]
+        return (out.flip(flips) if flips else out).contiguous()
+    have, want = _as_3d(array.shape[1:]), _as_3d(shape)
+    volume = array.reshape(1, array.shape[0], *have).float()
+    fill = 0.0 if labels else float(array.min())
+    linear, offset = torch.as_tensor(voxel_map[:3, :3]), torch.as_tensor(voxel_map[:3, 3])
+    scale = torch.tensor([2.0 / (n - 1) if n > 1 else 0.0 for n in have], dtype=torch.float64)
+    rows = max(1, _CHUNK_VOXELS // (want[1] * want[2]))
+    j, k = torch.meshgrid(torch.arange(want[1]), torch.arange(want[2]), indexing="ij")
+    pieces, inside_any = [], False
+    for start in range(0, want[0], rows):
+        i = torch.arange(start, min(start + rows, want[0]))
+        index = torch.stack(torch.broadcast_tensors(i[:, None, None], j[None], k[None]), dim=-1).double()
+        where = index @ linear.T + offset  # voxel coordinates in the array, [rows, n1, n2, 3]
+        inside = ((where >= -0.5) & (where <= torch.tensor(have, dtype=torch.float64) - 0.5)).all(-1)
+        inside_any = inside_any or bool(inside.any())
+        grid = (where * scale - (scale > 0).double()).flip(-1).float()  # grid_sample wants (x, y, z) = axes 2, 1, 0
+        sampled = F.grid_sample(volume, grid[None], mode="nearest" if labels else "bilinear",
+                                padding_mode="border", align_corners=True)[0]  # fmt: skip
+        pieces.append(torch.where(inside, sampled, torch.tensor(fill)))
+    if not inside_any:
+        return None
+    out = torch.cat(pieces, dim=1).reshape(array.shape[0], *shape)
+    return out.round().to(array.dtype) if labels else out
+
+
+def reorient_like(
+    array: Tensor, affine: np.ndarray, directions: Sequence[Sequence[float]]
+) -> tuple[Tensor, np.ndarray]:
+    """Permute and flip the axes of `array` (exactly, no interpolation) so that they run as nearly
+    as possible along `directions` (3x3, columns: the wanted array axes in RAS); returns the array
+    and its new affine. Scans then reach a network in the storage order it was trained on."""
+    dims = array.ndim - 1
+    full = full_affine(affine, dims)
+    unit = full[:3, :3] / np.linalg.norm(full[:3, :3], axis=0)
+    wanted = np.asarray(directions, dtype=np.float64)
+    similarity = np.abs(wanted[:, :dims].T @ unit[:, :dims])  # [wanted axis, own axis]
+    perm = [int(b) for b in np.argmax(similarity, axis=1)]
+    if sorted(perm) != list(range(dims)):
+        return array, full
+    signs = [1.0 if wanted[:, a] @ unit[:, b] >= 0 else -1.0 for a, b in enumerate(perm)]
+    new = np.eye(4)
+    new[:3, 3] = full[:3, 3]
+    for a, b in enumerate(perm):
+        new[:3, a] = full[:3, b] * signs[a]
+        if signs[a] < 0:
+            new[:3, 3] += full[:3, b] * (array.shape[1 + b] - 1)
+    if dims == 2:
+        new[:3, 2] = full[:3, 2]
+    out = array.permute(0, *[1 + b for b in perm])
+    flips = [1 + a for a in range(dims) if signs[a] < 0]
+    return (out.flip(flips) if flips else out).contiguous(), new
+
+
 class LoadScand(Transform):
     """Read each image key of a record (`medgan.io.read_image`) and resample it to a target spacing.
 
     Image keys become float32 tensors `[C, *spatial]` in physical units (`label_map` stays integer,
     resampled by nearest label) and `<key>_meta` holds the new RAS affine (nested lists), modality
     and units: plain data, so MONAI's `PersistentDataset` stores it on disk as it is. The
-    record's other keys (a class `label`) pass through.
+    record's other keys (a class `label`) pass through. The first key present (the `image`) fixes
+    the voxel grid: every other key is brought onto it by position (see the module's docstring).
+    A file that cannot be read raises `UnreadableScan`; other problems raise `InputError`.
     """
 
     def __init__(
@@ -93,26 +237,31 @@ class LoadScand(Transform):
         self.train_dims, self.slice_axis = train_dims, slice_axis
 
     def __call__(self, record: Mapping[str, Any]) -> dict[str, Any]:
-        from medgan.io import read_image
-
         out = dict(record)
+        reference = None  # (key, path, shape, affine) of the grid every other key is brought onto
         for key in self.image_keys:
             if record.get(key) is None:
                 continue
-            image = read_image(record[key], series=record.get(f"{key}_series"))
+            path = str(record[key])
+            image = _read(path, record.get(f"{key}_series"), key)
             dims = image.ndim - 1
             if dims not in (2, 3):
-                raise InputError(f"expected a 2D or 3D image, got shape {tuple(image.shape)}", path=record[key])
+                raise InputError(f"expected a 2D or 3D image, got shape {tuple(image.shape)}", path=path)
             if dims < self.train_dims:
-                raise InputError(
-                    "a 2D image cannot feed 3D training; set data.spatial_dims=2 or remove it", path=record[key]
-                )
-            affine = affine_of(image)
-            spacing = spacing_of(affine, dims)
-            target = target_spacing(spacing, self.spacing_mm, self.train_dims, self.slice_axis)
+                raise InputError("a 2D image cannot feed 3D training; set data.spatial_dims=2 or remove it", path=path)
+            affine = full_affine(affine_of(image), dims)
             is_labels = key == "label_map"
             array = image.as_tensor()
-            array = resample(array.long() if is_labels else array.float(), spacing, target, labels=is_labels)
+            if is_labels:
+                _check_labels(array, path)
+            array = array.long() if is_labels else array.float()
+            if reference is None:
+                reference = (key, path, tuple(array.shape[1:]), affine)
+            else:
+                array, affine = _pair(array, affine, key, path, reference, is_labels)
+            spacing = spacing_of(affine, dims)
+            target = target_spacing(spacing, self.spacing_mm, self.train_dims, self.slice_axis)
+            array = resample(array, spacing, target, labels=is_labels)
             directions = affine[:3, :dims] / np.asarray(spacing)
             new_affine = affine.copy()
             new_affine[:3, :dims] = directions * np.asarray(target)
@@ -123,3 +272,38 @@ class LoadScand(Transform):
             out[f"{key}_meta"] = {"affine": new_affine.tolist(), "modality": str(meta.get("modality") or ""),
                                   "units": str(meta.get("units") or ""), "source_spacing_mm": spacing}  # fmt: skip
         return out
+
+
+def _read(path: str, series: str | None, key: str):
+    from medgan.io import MultipleSeriesError, read_image
+
+    try:
+        return read_image(path, series=series)
+    except MultipleSeriesError as err:
+        keys = ", ".join(s.key for s in err.series[:3]) + (", ..." if len(err.series) > 3 else "")
+        raise InputError(f"holds {len(err.series)} series ({keys}); name one in a {key}_series CSV column, or "
+                         "give the folder itself (not in a CSV) to use every series", path=path) from None  # fmt: skip
+    except InputError as err:
+        raise UnreadableScan(err.reason, path=err.path or path) from None
+
+
+def _check_labels(array: Tensor, path: str) -> None:
+    """A label map holds whole numbers from 0: refuse an intensity image given as one."""
+    if array.is_floating_point() and not torch.equal(array, array.round()):
+        raise InputError("a label map holds whole numbers (labels 0, 1, 2, ...) but this image has fractional "
+                         "values: an intensity image?", path=path)  # fmt: skip
+    if array.numel() and int(array.min()) < 0:
+        raise InputError(f"a label map holds labels 0, 1, 2, ... but this image holds {int(array.min())}", path=path)
+
+
+def _pair(array: Tensor, affine: np.ndarray, key: str, path: str, reference: tuple, labels: bool):
+    """A paired image on the reference image's grid, and that grid's affine."""
+    ref_key, ref_path, ref_shape, ref_affine = reference
+    geometry = f"{key} {path} ({describe_grid(array.shape[1:], affine)}) and {ref_key} {ref_path} " \
+               f"({describe_grid(ref_shape, ref_affine)})"  # fmt: skip
+    if array.ndim - 1 != len(ref_shape):
+        raise InputError(f"a pair must be both 2D or both 3D: {geometry}")
+    moved = onto_grid(array, affine, ref_shape, ref_affine, labels=labels)
+    if moved is None:
+        raise InputError(f"the pair does not overlap in space, so it cannot be matched voxel by voxel: {geometry}")
+    return moved, ref_affine

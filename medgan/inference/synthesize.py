@@ -81,9 +81,14 @@ def synthesize(
     dev = torch.device("cuda" if device in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
     try:
         nets, cfg, record = load_generators(checkpoint, dev)
+        made = output_record(record, cfg.task)
         if nets.get("G") is not None and nets["G"].kind == "latent":
             if inputs is not None:
                 raise ConfigError("this checkpoint draws scans from noise; drop --input")
+            classes = getattr(nets["G"], "num_classes", 0) or 0
+            labels = [class_index if class_index is not None else i % classes for i in range(count)] if classes \
+                else [None] * count  # fmt: skip
+            kinds = [_output_kind(made, label, modality, format, checkpoint) for label in labels]
             images = _from_noise(nets["G"], record, count, seed, batch_size, class_index, dev, whole_slab)
         else:
             if whole_slab:
@@ -91,18 +96,57 @@ def synthesize(
                                   "already writes every slice of the scan")  # fmt: skip
             if inputs is None:
                 raise ConfigError(f"a {cfg.task} checkpoint translates scans: pass --input FILE_OR_FOLDER")
+            kinds = [_output_kind(made, None, modality, format, checkpoint)]
             images = _translate_all(nets, cfg, record, inputs, batch_size, dev)
     except torch.cuda.OutOfMemoryError:
         raise ConfigError("out of GPU memory: lower --batch, or run with device cpu") from None
-    meta = {"modality": (modality or record.get("modality") or "").upper(), "units": record.get("units", ""),
-            "synthetic": True}  # fmt: skip
     os.makedirs(out_dir, exist_ok=True)
     paths = []
     for i, image in enumerate(images):
-        description = f"medgan synthetic {cfg.task} (seed {seed}, sample {i})"
-        paths.append(_write(image, {**meta, "description": description}, out_dir, f"synthetic_{i:04d}", format,
-                            record, overwrite))  # fmt: skip
+        kind, units = kinds[min(i, len(kinds) - 1)]
+        meta = {"modality": kind, "units": units, "synthetic": True,
+                "description": f"medgan synthetic {cfg.task} (seed {seed}, sample {i})"}  # fmt: skip
+        paths.append(_write(image, meta, out_dir, f"synthetic_{i:04d}", format, made["window"], overwrite))
     return paths
+
+
+def _output_kind(made: dict, label: int | None, modality: str | None, format: str, checkpoint: str) -> tuple[str, str]:
+    """(modality, units) of one output: its class's (conditional checkpoints record them per class),
+    else the training data's; `modality` (--modality) overrides. Checked before anything is made."""
+    per_class = made.get("class_kinds") or []
+    if label is not None and per_class and not 0 <= label < len(per_class):
+        return "", ""  # no such class: drawing refuses it, naming the classes there are
+    if label is not None and per_class:
+        kinds, where = [tuple(k) for k in per_class[label]], f"class {label}"
+    elif made.get("modality") or len(made.get("modalities") or []) <= 1:
+        kinds, where = [(made.get("modality") or "", made.get("units") or "")], "the training data"
+    else:  # scans of several modalities, not told apart by class
+        kinds, where = [(m, "") for m in made["modalities"]], "the training data"
+    if modality:
+        wanted = modality.upper()
+        units = [u for m, u in kinds if m == wanted]
+        return wanted, units[0] if units else ("HU" if wanted == "CT" else "")
+    names = sorted({m or "?" for m, _ in kinds})
+    if len(names) == 1:  # one modality (its units may be spelled differently by different files)
+        kind = (kinds[0][0] or "").upper(), kinds[0][1]
+        if format == "dicom" and kind[0] not in ("CT", "MR"):
+            raise OutputError(f"DICOM output needs the modality CT or MR; {where} recorded "
+                              f"{kind[0] or 'none'}: pass --modality CT or MR", path=checkpoint)  # fmt: skip
+        return kind
+    if format == "dicom" and len(names) > 1:
+        raise OutputError(f"{where} mixes {' and '.join(names)} scans, so DICOM "
+                          "output cannot tell which modality to write: pass --modality CT or MR",
+                          path=checkpoint)  # fmt: skip
+    if format == "dicom" and not kinds:
+        raise OutputError(f"{where} had no training scans, so no modality was recorded for it: pass --modality CT "
+                          "or MR", path=checkpoint)  # fmt: skip
+    return "", ""
+
+
+def output_record(record: dict, task: str) -> dict:
+    """The data record of what a checkpoint's generator makes: domain B's for CycleGAN (A -> B), whose
+    modality, units and window are B's, not A's; the training images' otherwise."""
+    return record["domain_b"] if task == "cyclegan" else record
 
 
 @torch.no_grad()
@@ -167,29 +211,38 @@ def _translate_all(nets, cfg, record, inputs: str, batch_size: int, device) -> l
     key = {"pix2pix": "source", "label2image": "label_map"}.get(cfg.task, "image")
     records = find_records(inputs)
     name = "G_ab" if cfg.task == "cyclegan" else "G"
-    out_window = record["domain_b"]["window"] if cfg.task == "cyclegan" else record["window"]
+    out_window = output_record(record, cfg.task)["window"]
     in_window = record["window"] if cfg.task == "cyclegan" else record.get("source_window")
     results = []
     for r in records:
-        path = r.get(key) or r["image"]
-        image, affine = _translate(nets[name], path, key, cfg, record, in_window, batch_size, device)
+        column = key if r.get(key) else "image"  # a folder's scans, or a CSV's image column, are inputs too
+        path, series = r[column], r.get(f"{column}_series")  # one DICOM series of a folder that holds several
+        image, affine = _translate(nets[name], path, series, key, cfg, record, in_window, batch_size, device)
         results.append((_physical(image, out_window), affine))
     return results
 
 
 @torch.no_grad()
-def _translate(g, path, key, cfg, record, in_window, batch_size, device) -> tuple[Tensor, np.ndarray]:
+def _translate(g, path, series, key, cfg, record, in_window, batch_size, device) -> tuple[Tensor, np.ndarray]:
     """Run an image-to-image generator over one scan (slice by slice for 2D models), sliding a
     window of the training size over larger images."""
     from monai.inferers import sliding_window_inference
 
-    from medgan.data.transforms import LoadScand, to_unit
+    from medgan.data.transforms import LoadScand, reorient_like, to_unit
 
     data = cfg.data
-    loaded = LoadScand([key], data.spacing_mm, data.spatial_dims, data.slice_axis)({key: path})
+    loaded = LoadScand([key], data.spacing_mm, data.spatial_dims, data.slice_axis)({key: path, f"{key}_series": series})
     x, affine = loaded[key], np.asarray(loaded[f"{key}_meta"]["affine"])
+    # The scan's axes in the order and direction of the training images (as paired training data
+    # was brought onto them), exactly: a scan stored LPS reaches a network trained on RAS as RAS.
+    directions = np.asarray(record["directions"], dtype=np.float64)
+    x, affine = reorient_like(x, affine, directions if x.ndim == 4 else directions[:, record["axes"]])
     if key == "label_map":
-        x = F.one_hot(x[0].long().clamp(0, g.num_labels - 1), g.num_labels).movedim(-1, 0).float()
+        top = int(x.max())
+        if top >= g.num_labels:  # LoadScand has refused fractional and negative values already
+            raise InputError(f"holds label {top} but this checkpoint was trained on labels 0 to {g.num_labels - 1}; "
+                             "is it a label map of the training kind?", path=path)  # fmt: skip
+        x = F.one_hot(x[0].long(), g.num_labels).movedim(-1, 0).float()
     else:
         x = to_unit(x, *in_window)
     volume_slices = data.spatial_dims == 2 and x.ndim == 4
@@ -212,14 +265,14 @@ def _translate(g, path, key, cfg, record, in_window, batch_size, device) -> tupl
     return torch.stack([_middle(s, record) for s in y]).movedim(0, 1 + data.slice_axis), affine
 
 
-def _write(item, meta, out_dir, stem, format, record, overwrite) -> str:
+def _write(item, meta, out_dir, stem, format, window, overwrite) -> str:
     from medgan.io import write_image
     from medgan.io.image import make_image
 
     image, affine = item
     array = image.numpy().astype(np.float32)
     if format == "png":
-        low, high = record["window"]
+        low, high = window
         plane = array[array.shape[0] // 2]
         if plane.ndim == 3:  # a volume: its middle axial slice
             plane = plane[:, :, plane.shape[2] // 2]

@@ -52,3 +52,31 @@ def pix2pix_checkpoint(tmp_path_factory) -> tuple[str, str]:
     folder = tmp_path_factory.mktemp("pairs")
     csv = write_phantom_pairs(str(folder), count=2, spatial_dims=3, shape=(64, 64, 6), spacing_mm=(4.0, 4.0, 5.0))
     return _train(tmp_path_factory, "debug_cpu_pix2pix.yaml", f"data.source={csv}"), str(folder)
+
+
+@pytest.fixture(scope="session")
+def cyclegan_checkpoint(tmp_path_factory) -> str:
+    """CT (domain A) -> MR (domain B), the shipped debug config."""
+    return _train(tmp_path_factory, "debug_cpu_cyclegan.yaml")
+
+
+@pytest.fixture(scope="session")
+def mixed_class_checkpoint(tmp_path_factory) -> str:
+    """Conditional, class 0 holding a CT and an MR scan, class 1 the CT alone."""
+    folder = tmp_path_factory.mktemp("classes")
+    ct, mr = REPO / "sample_data" / "ct_body_3d.nii.gz", REPO / "sample_data" / "mr_brain_3d.nii.gz"
+    (folder / "classes.csv").write_text(f"image,label\n{ct},0\n{mr},0\n{ct},1\n")
+    return _train(tmp_path_factory, "debug_cpu_conditional.yaml", f"data.source={folder / 'classes.csv'}")
+
+
+@pytest.fixture(scope="session")
+def label2image_checkpoint(tmp_path_factory) -> tuple[str, str]:
+    """A 2D label-map-to-image checkpoint and the folder of phantom pairs (label maps 0..7) it was trained on."""
+    from medgan.data.datasets import write_phantom_pairs
+
+    folder = tmp_path_factory.mktemp("label_pairs")
+    csv = write_phantom_pairs(str(folder), count=2, spatial_dims=3, shape=(64, 64, 6), spacing_mm=(4.0, 4.0, 5.0))
+    quick = ["train.steps=1", "train.log_every_steps=1", "train.sample_every_steps=1",
+             "train.checkpoint_every_steps=1", "generator.options.base_channels=8", "generator.options.max_channels=8",
+             "discriminator.options.num_scales=1"]  # fmt: skip
+    return _train(tmp_path_factory, "debug_cpu_label2image.yaml", f"data.source={csv}", *quick), str(folder)

@@ -103,3 +103,110 @@ def test_image_to_image_checkpoints_translate_whole_scans_slice_by_slice(pix2pix
     assert spacing_mm(original.affine.numpy()) == pytest.approx([4.0, 4.0, 5.0])
     status, _, err = run_cli("synthesize", "--checkpoint", checkpoint, "--out", tmp_path / "none")
     assert status == 2 and "--input" in err
+
+
+def test_cyclegan_outputs_are_labelled_and_windowed_as_domain_b(cyclegan_checkpoint, tmp_path):
+    import torch
+
+    from medgan.inference.png import to_uint8
+
+    record = torch.load(cyclegan_checkpoint, weights_only=True)["data_record"]
+    assert (record["modality"], record["domain_b"]["modality"]) == ("CT", "MR")
+    ct = str(REPO / "sample_data" / "ct_body_2d.nii.gz")
+    (folder,) = synthesize(cyclegan_checkpoint, inputs=ct, out_dir=str(tmp_path / "d"), format="dicom")
+    ds = pydicom.dcmread(os.path.join(folder, sorted(os.listdir(folder))[0]))
+    assert ds.Modality == "MR" and ds.SOPClassUID.name == "MR Image Storage"
+    assert ds.get("RescaleType") != "HU"
+    (nifti,) = synthesize(cyclegan_checkpoint, inputs=ct, out_dir=str(tmp_path / "n"))
+    (png,) = synthesize(cyclegan_checkpoint, inputs=ct, out_dir=str(tmp_path / "p"), format="png")
+    expected = to_uint8(np.rot90(voxels(nifti)[0]), *record["domain_b"]["window"])  # B's window, not A's
+    with open(png, "rb") as fh:
+        import zlib
+
+        chunks, data = [], fh.read()[8:]
+        while data:
+            (length,), kind = struct.unpack(">I", data[:4]), data[4:8]
+            chunks += [data[8 : 8 + length]] if kind == b"IDAT" else []
+            data = data[12 + length :]
+    rows = np.frombuffer(zlib.decompress(b"".join(chunks)), np.uint8).reshape(expected.shape[0], -1)[:, 1:]
+    assert np.array_equal(rows, expected)
+
+
+def test_a_scan_to_translate_stored_in_another_axis_order_is_turned_like_the_training_data(
+    pix2pix_checkpoint, tmp_path
+):
+    import nibabel as nib
+    from nibabel.orientations import apply_orientation, axcodes2ornt, inv_ornt_aff, io_orientation, ornt_transform
+
+    checkpoint, folder = pix2pix_checkpoint
+    source = nib.load(os.path.join(folder, "noisy_000.nii.gz"))
+    assert "".join(nib.aff2axcodes(source.affine)) == "LPS"  # trained on scans stored as DICOM stores them
+    change = ornt_transform(io_orientation(source.affine), axcodes2ornt(("R", "A", "S")))
+    data = apply_orientation(np.asarray(source.dataobj), change)
+    flipped = str(tmp_path / "noisy_ras.nii.gz")
+    nib.Nifti1Image(data, source.affine @ inv_ornt_aff(change, source.shape)).to_filename(flipped)
+    (plain,) = synthesize(checkpoint, inputs=os.path.join(folder, "noisy_000.nii.gz"), out_dir=str(tmp_path / "a"))
+    (turned,) = synthesize(checkpoint, inputs=flipped, out_dir=str(tmp_path / "b"))
+    assert np.allclose(read_image(turned).affine.numpy(), read_image(plain).affine.numpy())
+    assert np.array_equal(voxels(turned), voxels(plain))  # the network saw the same slices, not mirrored ones
+
+
+def test_each_class_is_written_with_its_own_modality(conditional_checkpoint, mixed_class_checkpoint, tmp_path,
+                                                     run_cli):  # fmt: skip
+    def modality(folder):
+        ds = pydicom.dcmread(os.path.join(folder, sorted(os.listdir(folder))[0]))
+        return ds.Modality, ds.SOPClassUID.name, ds.get("RescaleType")
+
+    ct, mr = synthesize(conditional_checkpoint, count=2, out_dir=str(tmp_path / "both"), format="dicom")  # cycles
+    assert modality(ct) == ("CT", "CT Image Storage", "HU") and modality(mr)[:2] == ("MR", "MR Image Storage")
+    (mr,) = synthesize(conditional_checkpoint, count=1, class_index=1, out_dir=str(tmp_path / "one"), format="dicom")
+    assert modality(mr)[0] == "MR" and modality(mr)[2] != "HU"
+    # A class that mixes CT and MR: DICOM needs --modality, refused before anything is written.
+    status, _, err = run_cli("synthesize", "--checkpoint", mixed_class_checkpoint, "-n", "1", "--class", "0",
+                             "--format", "dicom", "--out", tmp_path / "mixed")  # fmt: skip
+    assert status == 2 and "class 0 mixes CT and MR" in err and "--modality" in err
+    assert len(err.strip().splitlines()) == 1 and not os.path.exists(tmp_path / "mixed")
+    (ct,) = synthesize(mixed_class_checkpoint, count=1, class_index=0, modality="CT", out_dir=str(tmp_path / "m"),
+                       format="dicom")  # fmt: skip
+    assert modality(ct)[0] == "CT"
+    (only_ct,) = synthesize(mixed_class_checkpoint, count=1, class_index=1, out_dir=str(tmp_path / "c"), format="dicom")
+    assert modality(only_ct)[0] == "CT"
+
+
+def test_a_folder_of_several_dicom_series_translates_every_series(cyclegan_checkpoint, real_series, tmp_path):
+    folder = tmp_path / "two"
+    folder.mkdir()
+    ct = REPO / "sample_data" / "dicom" / "ct_series"
+    for prefix, paths in (("ct", [ct / name for name in os.listdir(ct)]), ("mr", real_series("mr_sagittal").files)):
+        for path in paths:
+            os.symlink(path, folder / f"{prefix}_{os.path.basename(path)}")
+    outputs = synthesize(cyclegan_checkpoint, inputs=str(folder), out_dir=str(tmp_path / "out"))
+    one = synthesize(cyclegan_checkpoint, inputs=str(ct), out_dir=str(tmp_path / "one"))
+    assert len(outputs) == 2
+    assert any(np.array_equal(voxels(path), voxels(one[0])) for path in outputs)
+
+
+def test_label2image_refuses_inputs_that_are_not_label_maps_of_its_kind(label2image_checkpoint, tmp_path, run_cli):
+    import torch
+
+    checkpoint, folder = label2image_checkpoint
+    num_labels = torch.load(checkpoint, weights_only=True)["data_record"]["num_labels"]
+    labels = read_image(os.path.join(folder, "labels_000.nii.gz"))
+    (path,) = synthesize(checkpoint, inputs=os.path.join(folder, "labels_000.nii.gz"), out_dir=str(tmp_path / "ok"))
+    assert read_image(path).shape == (1, 16, 16, 6)
+    too_many = tmp_path / "too_many.nii.gz"
+    from medgan.io import write_image
+    from medgan.io.image import make_image
+
+    array = labels.numpy().copy()
+    array[0, 30:34, 30:34, 2] = num_labels + 4
+    write_image(make_image(array, labels.affine.numpy(), {}), str(too_many))
+    cases = [
+        (too_many, f"holds label {num_labels + 4} but this checkpoint was trained on labels 0 to {num_labels - 1}"),
+        (REPO / "sample_data" / "ct_body_2d.nii.gz", "a label map holds labels 0, 1, 2, ... but this image holds -"),
+        (REPO / "sample_data" / "mr_brain_3d.nii.gz", "but this checkpoint was trained on labels 0 to"),
+    ]
+    for source, expected in cases:
+        status, _, err = run_cli("synthesize", "--checkpoint", checkpoint, "--input", source, "--out", tmp_path / "x")
+        assert status == 2 and expected in err and str(source) in err and len(err.strip().splitlines()) == 1, err
+    assert not os.path.exists(tmp_path / "x")

@@ -34,7 +34,9 @@ def test_a_folder_without_images_is_one_clear_error(tmp_path):
 def test_csv_rows_name_scans_relative_to_the_csv_and_classes_must_be_integers(tmp_path):
     write_volume(tmp_path / "a.nii.gz")
     (tmp_path / "data.csv").write_text("image,label\na.nii.gz,1\n")
-    assert find_records(str(tmp_path / "data.csv")) == [{"image": str(tmp_path / "a.nii.gz"), "label": 1}]
+    assert find_records(str(tmp_path / "data.csv")) == [
+        {"image": str(tmp_path / "a.nii.gz"), "label": 1, "csv": str(tmp_path / "data.csv"), "csv_line": 2}
+    ]
     (tmp_path / "bad.csv").write_text("image,label\na.nii.gz,tumour\n")
     with pytest.raises(InputError, match="line 2"):
         find_records(str(tmp_path / "bad.csv"))
