@@ -200,6 +200,11 @@ class ScanDataset(torch.utils.data.Dataset):
         num_classes = max(labels) + 1 if labels else 0
         per_class = [sorted({k for k, r in zip(kinds, records, strict=True) if r.get("label") == c})
                      for c in range(num_classes)]  # fmt: skip
+        empty = [c for c in range(num_classes) if not per_class[c]]
+        if empty:  # labels 1 and 2 make classes 0..2: class 0 would be drawn without ever being seen
+            log.warning("classes are numbered from 0, and class%s %s ha%s no scans; the generator will learn "
+                        "nothing for %s", "es" if len(empty) > 1 else "", ", ".join(map(str, empty)),
+                        "ve" if len(empty) > 1 else "s", "them" if len(empty) > 1 else "it")  # fmt: skip
         return {
             "modality": modality,  # "" when the scans mix modalities (see "modalities")
             "units": units,

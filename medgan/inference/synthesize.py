@@ -14,6 +14,7 @@ batch size give the same scans.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -78,7 +79,13 @@ def synthesize(
         raise ConfigError(f"unknown output format {format!r} (choose {', '.join(FORMATS)})")
     if count < 1 or batch_size < 1:
         raise ConfigError("the scan count and the batch size must be at least 1")
-    dev = torch.device("cuda" if device in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"--device {device}: no CUDA GPU is visible here; use --device cpu or auto")
+    if device not in ("auto", "cpu") and not device.startswith("cuda"):
+        raise ConfigError(f"unknown device {device!r} (choose auto, cpu, cuda or cuda:N)")
+    dev = torch.device("cpu" if device == "cpu" or not torch.cuda.is_available() else device.replace("auto", "cuda"))
+    if os.path.lexists(out_dir) and not os.path.isdir(out_dir):
+        raise OutputError("is a file, not a folder; choose another --out", path=out_dir)
     try:
         nets, cfg, record = load_generators(checkpoint, dev)
         made = output_record(record, cfg.task)
@@ -100,7 +107,16 @@ def synthesize(
             images = _translate_all(nets, cfg, record, inputs, batch_size, dev)
     except torch.cuda.OutOfMemoryError:
         raise ConfigError("out of GPU memory: lower --batch, or run with device cpu") from None
-    os.makedirs(out_dir, exist_ok=True)
+    names = [os.path.join(out_dir, f"synthetic_{i:04d}{_SUFFIX[format]}") for i in range(len(images))]
+    existing = [n for n in names if os.path.lexists(n)]
+    if existing and not overwrite:  # checked for every output before writing any: never a folder of two runs
+        raise OutputError(f"{len(existing)} of the {len(names)} outputs already exist (the first: "
+                          f"{os.path.basename(existing[0])}); pass --overwrite or choose another --out",
+                          path=out_dir)  # fmt: skip
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+    except OSError as err:
+        raise OutputError(f"cannot create the folder ({err.strerror or err})", path=out_dir) from None
     paths = []
     for i, image in enumerate(images):
         kind, units = kinds[min(i, len(kinds) - 1)]
@@ -170,7 +186,8 @@ def _from_noise(g: nn.Module, record: dict, count: int, seed: int, batch_size: i
         for start in range(0, count, batch_size):
             zs, ls = z[start : start + batch_size].to(device), labels[start : start + batch_size].to(device)
             images = g(zs, ls if classes else None).float().cpu()
-            out += [(pick(image, record), _affine(record)) for image in images]
+            picked = [pick(image, record) for image in images]
+            out += [(image, _affine(record, image.shape[1:])) for image in picked]
     return [(_physical(image, record["window"]), affine) for image, affine in out]
 
 
@@ -193,8 +210,8 @@ def _physical(image: Tensor, window: list[float]) -> Tensor:
     return from_unit(image, *window)
 
 
-def _affine(record: dict) -> np.ndarray:
-    """The training data's orientation and spacing; the field of view centred on the origin."""
+def _affine(record: dict, shape: Sequence[int]) -> np.ndarray:
+    """The training data's orientation and spacing; the field of view (of `shape`) centred on the origin."""
     directions = np.asarray(record["directions"], dtype=np.float64)  # 3x3, columns: the source's array axes
     affine = np.eye(4)
     axes = record["axes"]
@@ -202,6 +219,8 @@ def _affine(record: dict) -> np.ndarray:
         affine[:3, column] = directions[:, axis] * record["spacing_mm"][column]
     if len(axes) == 2:  # a 2D image from 3D scans: the third column is the slice axis
         affine[:3, 2] = directions[:, record["slice_axis"]] * (record.get("slice_spacing_mm") or 1.0)
+    centre = (np.asarray(list(shape)[:3] + [1] * (3 - len(shape)), dtype=np.float64) - 1) / 2
+    affine[:3, 3] = -affine[:3, :3] @ centre
     return affine
 
 
@@ -263,6 +282,9 @@ def _translate(g, path, series, key, cfg, record, in_window, batch_size, device)
         return y[0], affine
     # Each slice's middle channels, stacked back along the slice axis: [C, i, j, k].
     return torch.stack([_middle(s, record) for s in y]).movedim(0, 1 + data.slice_axis), affine
+
+
+_SUFFIX = {"nifti": ".nii.gz", "dicom": "", "png": ".png"}  # what _write adds to each output's stem
 
 
 def _write(item, meta, out_dir, stem, format, window, overwrite) -> str:

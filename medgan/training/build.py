@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from medgan.errors import ConfigError, InputError, describe
+from medgan.errors import ConfigError, InputError, OutputError, describe
 from medgan.training.checkpoint import latest_checkpoint
 from medgan.training.config import DataConfig, NetworkConfig, OptimConfig
 
@@ -50,7 +50,25 @@ def resolve_run_dir(run_dir: str | None, resume: bool, name: str, root: str = "r
     if not resume and has_checkpoint:
         raise InputError("this run folder already holds checkpoints; pass --resume, or choose another --run-dir",
                          path=run_dir)  # fmt: skip
+    check_creatable(run_dir, "--run-dir")
     return run_dir
+
+
+def check_creatable(folder: str, what: str) -> None:
+    """Refuse, before any work, a folder that cannot be made: it, or its nearest existing ancestor, is a
+    file, or that ancestor cannot be written to."""
+    path = os.path.abspath(folder)
+    while not os.path.lexists(path):
+        parent = os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    if not os.path.isdir(path):
+        where = "is a file" if path == os.path.abspath(folder) else f"lies under a file ({path})"
+        raise OutputError(f"{where}, not a folder; choose another {what}", path=folder)
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise OutputError(f"cannot be created or written: {path} is not writable; choose another {what}",
+                          path=folder)  # fmt: skip
 
 
 def _listdir(folder: str) -> list[str]:

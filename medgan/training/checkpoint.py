@@ -28,6 +28,7 @@ from medgan.training.config import architecture_of
 __all__ = [
     "FORMAT_VERSION",
     "check_compatible",
+    "check_same_data",
     "checkpoint_paths",
     "get_rng_state",
     "latest_checkpoint",
@@ -100,6 +101,41 @@ def check_compatible(stored_config: dict[str, Any], config: dict[str, Any], path
                 "resume with the run's own config.yaml or start a new --run-dir",
                 path=path,
             )
+
+
+# What the generator learned to map its output back to physical units with: a resumed run must keep it.
+_DATA_KEYS = {
+    "window": "the intensity window (data.window)",
+    "source_window": "the source's intensity window (data.source_window)",
+    "spacing_mm": "the voxel spacing (data.spacing_mm)",
+    "slice_spacing_mm": "the slice spacing",
+    "modality": "the modality",
+    "units": "the intensity units",
+}
+
+
+def check_same_data(stored: dict[str, Any], current: dict[str, Any], path: str) -> None:
+    """Refuse to resume on data described differently from the checkpoint's (a changed window or spacing
+    would silently rescale what the generator has learned). Keys an older checkpoint lacks are not compared."""
+    for key, what in _DATA_KEYS.items():
+        if key not in stored or key not in current:
+            continue
+        old, new = stored[key], current[key]
+        if _differs(old, new):
+            hint = f"; set data.window={_short(old)} to keep it" if key == "window" and old is not None else ""
+            raise ConfigError(
+                f"checkpoint was trained with {what} {_short(old)}, but the data now gives {_short(new)}{hint}; "
+                "resume on the same data and settings, or start a new --run-dir",
+                path=path,
+            )
+
+
+def _differs(old: Any, new: Any) -> bool:
+    if isinstance(old, list | tuple) and isinstance(new, list | tuple):
+        return len(old) != len(new) or any(_differs(a, b) for a, b in zip(old, new, strict=True))
+    if isinstance(old, int | float) and isinstance(new, int | float):
+        return abs(float(old) - float(new)) > 1e-6 * max(1.0, abs(float(old)))
+    return old != new
 
 
 def _short(value: Any) -> str:

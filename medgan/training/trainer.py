@@ -27,12 +27,13 @@ import torch
 from torch.utils.data import DataLoader, default_collate
 
 from medgan.config import dump_config
-from medgan.errors import ConfigError
+from medgan.errors import ConfigError, OutputError
 from medgan.io.atomic import atomic_file
 from medgan.training import build
 from medgan.training.augment import Augment
 from medgan.training.checkpoint import (
     check_compatible,
+    check_same_data,
     get_rng_state,
     latest_checkpoint,
     load_checkpoint,
@@ -89,10 +90,18 @@ def _train(cfg: TrainConfig, dist: Dist, run_dir: str | None, resume: bool, name
     config = cfg.model_dump(mode="json")
     if checkpoint is not None:
         check_compatible(checkpoint["config"], config, latest_checkpoint(run_dir))
+        if int(checkpoint["step"]) >= cfg.train.steps:  # nothing to do; the run's config.yaml stays as it is
+            log.warning("%s is already at step %d (train.steps is %d): nothing to train; raise train.steps to "
+                        "go on", run_dir, int(checkpoint["step"]), cfg.train.steps)  # fmt: skip
+            return run_dir
+    cache_dir = cfg.data.cache_dir or os.path.join(run_dir, "cache")
+    build.check_creatable(cache_dir, "data.cache_dir")
 
     # Data, then networks built identically on every rank (DDP also broadcasts rank 0's weights).
-    dataset = build.build_dataset(cfg.data, cfg.task, cfg.data.cache_dir or os.path.join(run_dir, "cache"))
+    dataset = build.build_dataset(cfg.data, cfg.task, cache_dir)
     record = dataset.record
+    if checkpoint is not None:
+        check_same_data(checkpoint.get("data_record") or {}, record, latest_checkpoint(run_dir))
     torch.manual_seed(cfg.seed)
     task = OBJECTIVES.get(cfg.task)
     sizes = objective_class(cfg.task).network_kwargs(record, **task.keywords)
@@ -137,7 +146,10 @@ def _train(cfg: TrainConfig, dist: Dist, run_dir: str | None, resume: bool, name
         start_step = _restore(checkpoint, dist, nets, ema, g_opt, d_opt, scalers, augment, objective)
         log.info("resuming %s at step %d", run_dir, start_step)
     if dist.is_main:
-        os.makedirs(run_dir, exist_ok=True)
+        try:
+            os.makedirs(run_dir, exist_ok=True)
+        except OSError as err:
+            raise OutputError(f"cannot create the run folder ({err.strerror or err})", path=run_dir) from None
         with atomic_file(os.path.join(run_dir, "config.yaml"), overwrite=True) as temp, open(temp, "w") as fh:
             fh.write(dump_config(cfg))
         if checkpoint is None and os.path.exists(os.path.join(run_dir, "stats.jsonl")):
@@ -317,8 +329,25 @@ def _digest(nets: dict[str, torch.nn.Module]) -> dict[str, list[float]]:
     return out
 
 
+def _first_mismatch(expected: dict[str, Any], stored: dict[str, Any]) -> str | None:
+    """The first parameter or buffer whose presence or shape differs, in words (None when all fit)."""
+    for key, value in expected.items():
+        if key not in stored:
+            return f"{key} is missing from the checkpoint"
+        if tuple(stored[key].shape) != tuple(value.shape):
+            return f"{key} is {list(stored[key].shape)} in the checkpoint but {list(value.shape)} here"
+    extra = [key for key in stored if key not in expected]
+    return f"{extra[0]} is in the checkpoint but not in these networks" if extra else None
+
+
 def _restore(checkpoint: dict[str, Any], dist, nets, ema, g_opt, d_opt, scalers, augment, objective) -> int:
     """Load a checkpoint's states; returns its step. A state that does not fit is a ConfigError."""
+    for name, net in nets.items():
+        mismatch = _first_mismatch(net.state_dict(), checkpoint["networks"].get(name, {}))
+        if mismatch:
+            raise ConfigError(f"the checkpoint does not fit these networks: {name}.{mismatch} (class and label "
+                              "counts come from the data: check data.source); resume with the run's own "
+                              "config.yaml and data")  # fmt: skip
     try:
         for name, net in nets.items():
             net.load_state_dict(checkpoint["networks"][name])

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
+import torch
 
 from medgan.inference import synthesize
 from medgan.io import read_image
@@ -210,3 +211,35 @@ def test_label2image_refuses_inputs_that_are_not_label_maps_of_its_kind(label2im
         status, _, err = run_cli("synthesize", "--checkpoint", checkpoint, "--input", source, "--out", tmp_path / "x")
         assert status == 2 and expected in err and str(source) in err and len(err.strip().splitlines()) == 1, err
     assert not os.path.exists(tmp_path / "x")
+
+
+def test_outputs_are_checked_before_any_is_written(ct_checkpoint, tmp_path, run_cli):
+    """A rerun into a folder holding some of the names writes none of them: never a folder of two seeds."""
+    out = tmp_path / "out"
+    assert run_cli("synthesize", "--checkpoint", ct_checkpoint, "-n", "2", "--out", out, "--seed", "1")[0] == 0
+    before = {p: (out / p).read_bytes() for p in os.listdir(out)}
+    status, _, err = run_cli("synthesize", "--checkpoint", ct_checkpoint, "-n", "4", "--out", out, "--seed", "2")
+    assert status == 2 and "2 of the 4 outputs already exist (the first: synthetic_0000.nii.gz)" in err
+    assert {p: (out / p).read_bytes() for p in os.listdir(out)} == before
+    (tmp_path / "afile").write_text("x")
+    status, _, err = run_cli("synthesize", "--checkpoint", ct_checkpoint, "-n", "1", "--out", tmp_path / "afile")
+    assert status == 2 and "is a file, not a folder" in err
+
+
+def test_device_cuda_without_a_gpu_is_refused(ct_checkpoint, tmp_path, run_cli):
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is visible")
+    status, _, err = run_cli("synthesize", "--checkpoint", ct_checkpoint, "-n", "1", "--out", tmp_path, "--device",
+                             "cuda")  # fmt: skip
+    assert status == 2 and "--device cuda: no CUDA GPU is visible here" in err
+
+
+def test_drawn_scans_are_centred_on_the_origin(ct_checkpoint, tmp_path):
+    """No position is learned from noise: the field of view is centred on (0, 0, 0), in the training data's
+    orientation and spacing."""
+    (path,) = synthesize(ct_checkpoint, count=1, out_dir=str(tmp_path))
+    scan = read_image(path)
+    affine, shape = np.asarray(scan.affine), np.asarray(scan.shape[1:])
+    centre = affine[:3, : len(shape)] @ ((shape - 1) / 2) + affine[:3, 3]
+    np.testing.assert_allclose(centre, 0.0, atol=1e-6)
+    np.testing.assert_allclose(spacing_mm(affine)[: len(shape)], [16.0, 16.0])
