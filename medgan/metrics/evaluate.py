@@ -322,13 +322,22 @@ def _input_warnings(data: dict[str, SetData]) -> list[str]:
         if skipped:
             more = f" (and {len(skipped) - 5} more, listed in metrics.json)" if len(skipped) > 5 else ""
             warnings.append(f"{role} set: skipped {len(skipped)} unreadable file(s): {'; '.join(skipped[:5])}{more}")
-    shapes = {role: set(d.shapes) for role, d in data.items()}
-    if len(shapes["real"]) == 1 and len(shapes["fake"]) == 1 and shapes["real"] != shapes["fake"]:
+    if set(data["real"].shapes) != set(data["fake"].shapes):  # d.shapes counts images by size
+        real, fake = (_sizes(data[role].shapes) for role in ("real", "fake"))
         warnings.append(
-            f"real images are {next(iter(shapes['real']))} but fake images are {next(iter(shapes['fake']))}: all are "
-            "resized to the extractor's input, so the metrics partly measure the resizing"
+            f"real images are {real} but fake images are {fake}: all are resized to the extractor's input, so the "
+            "metrics partly measure the resizing"
         )
     return warnings
+
+
+def _sizes(counts) -> str:
+    """'180x186' for one size; '180x186 (30), 181x217 (5) and 2 more sizes' for several, commonest first."""
+    common = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    if len(common) == 1:
+        return common[0][0]
+    shown = ", ".join(f"{shape} ({n})" for shape, n in common[:3])
+    return shown + (f" and {len(common) - 3} more sizes" if len(common) > 3 else "")
 
 
 def _record(run: EvaluationRun, names, window: Window, net, mode, device) -> dict[str, Any]:

@@ -313,3 +313,14 @@ def test_thin_volumes_skip_default_diversity_but_refuse_it_when_asked(tmp_path, 
     status, _, err = run_cli(*base, "--out", tmp_path / "asked", "--metrics", "fd,diversity")
     assert "the real images are 24x24x8" in one_error_line(status, err)
     assert not (tmp_path / "asked").exists()
+
+
+def test_sets_of_different_sizes_are_warned_about_even_when_one_set_mixes_sizes(tmp_path):
+    write_set(tmp_path / "real", range(3), shape=(64, 64))
+    write_set(tmp_path / "fake", range(10, 12), shape=(64, 64))
+    write_set(tmp_path / "fake", range(20, 23), shape=(80, 72))
+    record = evaluate_sets(tmp_path / "real", tmp_path / "fake", tmp_path / "r", metrics=["intensity"], progress=False)
+    assert any(
+        "real images are 64x64 but fake images are 80x72 (3), 64x64 (2): all are resized" in w
+        for w in record["warnings"]
+    )
