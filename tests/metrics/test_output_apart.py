@@ -50,6 +50,12 @@ def sets(tmp_path):
     return tmp_path
 
 
+def evaluate_over(run_cli, sets, out, *extra):
+    """`medgan evaluate` of the sets' real and fake images into `out`, with --overwrite."""
+    return run_cli("evaluate", "--real", sets / "data" / "real", "--fake", sets / "data" / "fake", "--out", out,
+                   "--overwrite", "--no-progress", *extra)  # fmt: skip
+
+
 @pytest.mark.parametrize(
     ("out", "expected"),
     [
@@ -62,21 +68,7 @@ def sets(tmp_path):
 )
 def test_sets_out_overlapping_an_input_is_refused_and_nothing_is_touched(sets, out, expected, run_cli):
     before = snapshot(sets)
-    status, _, err = run_cli(
-        "evaluate",
-        "--real",
-        sets / "data" / "real",
-        "--fake",
-        sets / "data" / "fake",
-        "--train",
-        sets / "train",
-        "--out",
-        sets / out,
-        "--overwrite",
-        "--metrics",
-        "intensity",
-        "--no-progress",
-    )
+    status, _, err = evaluate_over(run_cli, sets, sets / out, "--train", sets / "train", "--metrics", "intensity")
     assert expected in refused(status, err)
     assert snapshot(sets) == before
 
@@ -99,22 +91,8 @@ def test_out_holding_the_extractor_file_is_refused(sets, run_cli):
     weights = sets / "nets" / "net.pt"
     weights.parent.mkdir()
     weights.write_bytes(b"not read before the check")
-    status, _, err = run_cli(
-        "evaluate",
-        "--real",
-        sets / "data" / "real",
-        "--fake",
-        sets / "data" / "fake",
-        "--out",
-        sets / "nets",
-        "--overwrite",
-        "--extractor-file",
-        weights,
-        "--extractor-sha256",
-        "0" * 64,
-        "--extractor-arch",
-        "random_cnn",
-    )
+    status, _, err = evaluate_over(run_cli, sets, sets / "nets", "--extractor-file", weights, "--extractor-sha256",
+                                   "0" * 64, "--extractor-arch", "random_cnn")  # fmt: skip
     assert "the report folder is" not in err and "contains the extractor file" in refused(status, err)
     assert weights.read_bytes() == b"not read before the check"
 
