@@ -25,6 +25,7 @@ __all__ = [
     "check_network_names",
     "load_feature_network",
     "make_optimizer",
+    "precheck_networks",
     "resolve_run_dir",
     "sample_spacing",
     "to_device",
@@ -98,6 +99,26 @@ def build_dataset(data: DataConfig, task: str, cache_dir: str) -> Any:
     other = ScanDataset(find_records(data.source_b), window=data.source_window, cache_dir=os.path.join(cache_dir, "b"),
                         **options)  # fmt: skip
     return UnpairedDataset(dataset, other)
+
+
+def precheck_networks(
+    roles: dict[str, str],
+    sizes: dict[str, dict[str, Any]],
+    generator: NetworkConfig,
+    discriminator: NetworkConfig,
+    spatial_dims: int,
+    image_size: list[int],
+) -> None:
+    """Build the networks on the meta device (no memory, no time) with provisional data sizes, so that options
+    or an image size a network cannot take fail in seconds, before the data is read and cached. Only medgan's
+    own ConfigError counts here: anything that may depend on the real sizes is left to the real build."""
+    with torch.device("meta"):
+        try:
+            build_networks(roles, sizes, generator, discriminator, spatial_dims, image_size, batch_size=1)
+        except ConfigError as err:
+            raise err from None
+        except Exception:  # a layer that cannot be built on meta: the real build checks it
+            return
 
 
 def check_network_names(generator: NetworkConfig, discriminator: NetworkConfig) -> None:

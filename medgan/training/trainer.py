@@ -83,6 +83,11 @@ def _train(cfg: TrainConfig, dist: Dist, run_dir: str | None, resume: bool, name
     layout = memory_format(cfg.data.spatial_dims, channels_last)
     configure_backends(device)
     build.check_network_names(cfg.generator, cfg.discriminator)
+    task = OBJECTIVES.get(cfg.task)
+    provisional: dict = {"channels": cfg.data.slab_slices, "image_channels": 1, "num_classes": 2, "num_labels": 2}
+    provisional["domain_b"] = dict(provisional)  # cyclegan's second domain
+    build.precheck_networks(task.func.ROLES, objective_class(cfg.task).network_kwargs(provisional, **task.keywords),
+                            cfg.generator, cfg.discriminator, cfg.data.spatial_dims, cfg.data.image_size)  # fmt: skip
 
     # The run folder (chosen on rank 0) and, when resuming, its newest checkpoint.
     run_dir = dist.broadcast_object(build.resolve_run_dir(run_dir, resume, name) if dist.is_main else None)
@@ -103,7 +108,6 @@ def _train(cfg: TrainConfig, dist: Dist, run_dir: str | None, resume: bool, name
     if checkpoint is not None:
         check_same_data(checkpoint.get("data_record") or {}, record, latest_checkpoint(run_dir))
     torch.manual_seed(cfg.seed)
-    task = OBJECTIVES.get(cfg.task)
     sizes = objective_class(cfg.task).network_kwargs(record, **task.keywords)
     nets = build.build_networks(task.func.ROLES, sizes, cfg.generator, cfg.discriminator, cfg.data.spatial_dims,
                                 cfg.data.image_size, cfg.train.batch_size)  # fmt: skip

@@ -73,3 +73,12 @@ def test_classes_without_scans_are_warned_about(tmp_path, caplog):
                                             f"{repo}/sample_data/mr_brain_3d.nii.gz,2\n")  # fmt: skip
     ScanDataset(find_records(str(tmp_path / "one_based.csv")), image_size=[16, 16], spacing_mm=[16.0, 16.0])
     assert "class 0 has no scans" in caplog.text
+
+
+def test_a_size_the_networks_cannot_take_fails_before_the_data_is_read(run_cli, tmp_path):
+    """The networks are built on the meta device first, so the size error comes before the (missing) data."""
+    status, _, err = run_cli(*train_args(tmp_path / "run", f"data.source={tmp_path / 'not_there'}",
+                                         "data.image_size=[20,20]"))  # fmt: skip
+    one_line_error(status, err, "cannot produce image_size (20, 20)", "for 20 use 16 or 32")
+    status, _, err = run_cli(*train_args(tmp_path / "run", f"data.source={tmp_path / 'not_there'}"))
+    one_line_error(status, err, "not_there")
