@@ -107,9 +107,12 @@ def _intensity(run: EvaluationRun) -> None:
 
 @SET_METRICS.register("memorization")
 def _memorization(run: EvaluationRun) -> None:
+    names = {role: [d.images.name(i) for i in range(len(d.features))] for role, d in (("real", run.real),
+                                                                                     ("train", run.train))}  # fmt: skip
     result = memorization(
-        run.fake.features, run.train.features, run.real.features, run.fake.pixels, run.train.pixels, run.real.pixels
-    )
+        run.fake.features, run.train.features, run.real.features, run.fake.pixels, run.train.pixels, run.real.pixels,
+        heldout_names=names["real"], train_names=names["train"],
+    )  # fmt: skip
     run.memorization = result
     summary = result.summary()
     summary["flagged_samples"] = [

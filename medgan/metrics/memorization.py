@@ -24,6 +24,7 @@ caught in feature space only if the extractor is shift-tolerant.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -131,6 +132,8 @@ def memorization(
     heldout_pixels: np.ndarray,
     threshold_factor: float = 0.5,  # flag below this fraction of the held-out reference distance
     reference_quantile: float = 0.01,  # which quantile of held-out distances is the reference
+    heldout_names: Sequence[str] | None = None,  # to name held-out images that are copies of training ones
+    train_names: Sequence[str] | None = None,
 ) -> MemorizationResult:
     """Nearest training sample of every fake, in feature and pixel space, against held-out real images."""
     if not 0 < threshold_factor <= 1 or not 0 <= reference_quantile < 1:
@@ -145,7 +148,7 @@ def memorization(
     feature_distance, feature_match = nearest_by_distance(fake_features, train_features)
     pixel_correlation, pixel_match = nearest_by_correlation(fake_pixels, train_pixels)
     heldout_distance, _ = nearest_by_distance(heldout_features, train_features)
-    heldout_correlation, _ = nearest_by_correlation(heldout_pixels, train_pixels)
+    heldout_correlation, heldout_match = nearest_by_correlation(heldout_pixels, train_pixels)
     feature_threshold = threshold_factor * float(np.quantile(heldout_distance, reference_quantile))
     pixel_threshold = threshold_factor * float(np.quantile(1.0 - heldout_correlation, reference_quantile))
     # Exact copies come out at ~1e-7 rather than 0 (float round-off); never let a zero threshold hide them.
@@ -155,11 +158,15 @@ def memorization(
     warnings = []
     if len(heldout_distance) < 20:
         warnings.append(f"only {len(heldout_distance)} held-out real samples: the near-copy thresholds are rough")
-    overlap = int((heldout_correlation > 0.9999).sum())
-    if overlap:
+    copies = np.flatnonzero(heldout_correlation > 0.9999)
+    if copies.size:
+        named = ""
+        if heldout_names is not None and train_names is not None:
+            pairs = [f"{heldout_names[i]} = {train_names[int(heldout_match[i])]}" for i in copies[:3]]
+            named = f" ({'; '.join(pairs)}{'; ...' if copies.size > 3 else ''})"
         warnings.append(
-            f"{overlap} held-out real image(s) have an exact copy in the training set: the held-out set overlaps "
-            "training, which hides memorization"
+            f"{copies.size} held-out real image(s) have an exact copy in the training set{named}: the held-out set "
+            "overlaps training, which hides memorization"
         )
     return MemorizationResult(
         feature_distance,

@@ -78,6 +78,12 @@ def test_held_out_overlapping_training_is_reported():
     heldout_features, heldout_pixels = train[:25].copy(), pixels[:25].copy()  # a leak: held-out = training
     result = memorization(train[:3], train, heldout_features, pixels[:3], pixels, heldout_pixels)
     assert any("overlaps training" in w for w in result.warnings)
+    order = rng.permutation(25)  # named by their own match, not by position
+    result = memorization(train[:3], train, heldout_features[order], pixels[:3], pixels, heldout_pixels[order],
+                          heldout_names=[f"h{i}" for i in order], train_names=[f"t{i}" for i in range(30)])  # fmt: skip
+    (warning,) = [w for w in result.warnings if "overlaps training" in w]
+    assert warning.startswith(f"25 held-out real image(s) have an exact copy in the training set (h{order[0]} = "
+                              f"t{order[0]}; h{order[1]} = t{order[1]}; h{order[2]} = t{order[2]}; ...)")  # fmt: skip
 
 
 def test_memorization_needs_every_set():
