@@ -84,6 +84,12 @@ class Recipe(Section):
     pseudonym_prefix: str = Field("ANON", pattern=r"^[A-Z0-9_]{0,16}$")
     sweep_identifiers: bool = True  # also replace this file's identifiers wherever they recur in kept text
 
+    @field_validator("retain_longitudinal", mode="before")
+    @classmethod
+    def _unquoted_off(cls, value):
+        # YAML 1.1 reads an unquoted `off` as False: take it as the word the user wrote
+        return "off" if value is False else value
+
 
 @dataclass(frozen=True)
 class Policy:

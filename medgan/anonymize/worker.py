@@ -26,6 +26,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_dataset, write_file_meta_info
 from pydicom.pixels.utils import get_expected_length
+from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 from medgan.anonymize.passes import CorruptValue, Deidentifier, NestingTooDeep, PatientNotMapped
 from medgan.anonymize.pixels import PixelError, has_pixels
@@ -158,12 +159,27 @@ def _read(path: str) -> Dataset:
         raise _Failed("no data set after the file meta (corrupt file)")
     _check_lengths(ds)
     _check_pixel_length(ds)
+    if _ends_short(ds, path):
+        raise _Failed("truncated DICOM file")
     if "Rows" in ds and not has_pixels(ds):
         # Image attributes without pixels: a file cut between two elements reads without error.
         raise _Failed("an image without pixel data (truncated file?)")
     if has_pixels(ds) and ("Rows" not in ds or "Columns" not in ds):
         raise _Failed("pixel data without Rows and Columns")
     return ds
+
+
+def _ends_short(ds: Dataset, path: str) -> bool:
+    """A file cut inside an element reads without error: pydicom drops a partial element header, and keeps a
+    value shorter than its length says. Both show in the last element: it must end exactly at the end of the
+    file. (A cut between two elements cannot be told from a complete file; the image checks below catch most.)"""
+    if not len(ds) or str(getattr(ds, "file_meta", {}).get("TransferSyntaxUID", "")) == DeflatedExplicitVRLittleEndian:
+        return False  # positions in a deflated file are those of the inflated stream
+    raw = ds.get_item(max(ds.keys()))
+    tell, length = getattr(raw, "value_tell", None), getattr(raw, "length", None)
+    if tell is None or length is None or length == 0xFFFFFFFF:
+        return False  # a parsed sequence, or an undefined length: its own items were checked as they were read
+    return tell + length != os.path.getsize(path)
 
 
 _UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")

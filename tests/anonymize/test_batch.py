@@ -202,3 +202,16 @@ def test_a_dicomdir_is_walked_through_its_references(tmp_path):
     assert summary.ok > 0 and summary.failed == 0
     with open(tmp_path / "out" / "report.csv", newline="") as fh:
         assert len(list(csv.DictReader(fh))) == summary.ok + summary.quarantined
+
+
+def test_a_file_cut_inside_its_header_fails_as_truncated(tmp_path, secret_file, run_cli):
+    """Cut before Rows and PixelData, an image file still parses: its image SOP class gives it away."""
+    data = (SERIES / "IM00002.dcm").read_bytes()
+    source = tmp_path / "in"
+    source.mkdir()
+    for length in (600, 1200, len(data) // 4):
+        (source / f"cut_{length}.dcm").write_bytes(data[:length])
+    status, out, _ = run_cli("anonymize", source, tmp_path / "out", "--secret-file", secret_file)
+    assert status == 1 and "0 ok, 0 quarantined, 3 failed" in out
+    rows = rows_by_input(tmp_path / "out", source)
+    assert all(r["status"] == "failed" and "truncated" in r["reason"] for r in rows.values()), rows

@@ -76,7 +76,9 @@ def test_fuzzed_corpus(tmp_path, workers):
     rows = read_report(str(tmp_path / "out" / "report.csv"))
     assert len(rows) == count == summary.ok + summary.quarantined + summary.failed
     assert all(r["status"] in ("ok", "failed") and (r["status"] == "ok" or r["reason"]) for r in rows)
-    assert summary.ok >= 3  # the wrong-VR and huge files are still images
+    # the huge file and the US-for-PN one are still images; PN read as UN makes the parse run past the end of
+    # the file, swallowing the pixels: that one fails as truncated rather than coming out as a CT without pixels
+    assert summary.ok >= 2
     assert scan_bytes(tmp_path / "out") == []
     findings, scanned = phi_scan(str(tmp_path / "out"))
     assert scanned == summary.ok and findings == []

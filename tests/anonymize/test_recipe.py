@@ -44,6 +44,14 @@ def test_recipe_mistakes_are_one_line_errors(tmp_path, text, message):
         load_policy(tmp_path / "r.yaml", tmp_path / "s")
 
 
+def test_an_unquoted_off_is_the_word_off(tmp_path):
+    """YAML 1.1 reads `retain_longitudinal: off` as False; the recipe takes it as written."""
+    (tmp_path / "recipe.yaml").write_text("retain_longitudinal: off\n")
+    (tmp_path / "secret").write_bytes(b"s" * 32)
+    policy = load_policy(str(tmp_path / "recipe.yaml"), str(tmp_path / "secret"))
+    assert policy.retain_longitudinal == "off"
+
+
 def test_the_default_secret_is_created_once_private_and_reused(tmp_path, monkeypatch):
     monkeypatch.setenv("MEDGAN_SECRET_FILE", str(tmp_path / "cfg" / "anon.secret"))
     first = load_secret()
