@@ -130,7 +130,28 @@ def write_nifti(image, path: str | os.PathLike, overwrite: bool = False) -> str:
     suffix = ".nii.gz" if path.endswith(".gz") else ".nii"
     with atomic_file(path, overwrite, suffix=suffix) as temp:
         nib.save(img, temp)
+    _write_sidecar(path, meta, overwrite)
     return path
+
+
+def _write_sidecar(path: str, meta: dict, overwrite: bool) -> None:
+    """NIfTI has no modality field: a BIDS-style JSON sidecar (as dcm2niix writes) keeps it, so that reading
+    the file back (and `medgan evaluate`) knows CT in HU. An existing sidecar is replaced only with overwrite."""
+    modality = str(meta.get("modality") or "")
+    sidecar = _stem(path) + ".json"
+    if not modality or (os.path.lexists(sidecar) and not overwrite):
+        return
+    record = {"Modality": modality}
+    if meta.get("units"):
+        record["Units"] = str(meta["units"])
+    if meta.get("synthetic"):
+        record["SyntheticData"] = True
+    with atomic_file(sidecar, overwrite=True, suffix=".json") as temp, open(temp, "w", encoding="utf-8") as fh:
+        fh.write(json.dumps(record, indent=2) + "\n")
+
+
+def _stem(path: str) -> str:
+    return path[: -len(".nii.gz")] if path.endswith(".nii.gz") else os.path.splitext(path)[0]
 
 
 def _nifti_dtype(data: np.ndarray) -> np.ndarray:
@@ -154,9 +175,8 @@ def _was_float32(img) -> bool:
 
 def _sidecar_modality(path: str) -> str:
     """BIDS sidecars name the modality; use it when present (never guess otherwise)."""
-    stem = path[: -len(".nii.gz")] if path.endswith(".nii.gz") else os.path.splitext(path)[0]
     try:
-        with open(stem + ".json", encoding="utf-8") as fh:
+        with open(_stem(path) + ".json", encoding="utf-8") as fh:
             return str(json.load(fh).get("Modality", "") or "")
     except (OSError, ValueError, AttributeError):
         return ""

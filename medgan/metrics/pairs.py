@@ -126,7 +126,8 @@ def _range(window, data_range, modality) -> tuple[tuple[float, float] | None, fl
         low, high = CT_SCANNER_RANGE_HU
         return CT_SCANNER_RANGE_HU, high - low, "CT default: scanner range (-1024, 3071) HU"
     raise ConfigError(
-        "give --data-range (or --window LOW,HIGH): the modality is not CT, so the intensity range is unknown"
+        "give --data-range (or --window LOW,HIGH): the modality is not recorded as CT (a JSON sidecar or DICOM "
+        "says it), so the intensity range is unknown"
     )
 
 

@@ -75,6 +75,17 @@ def train(cfg: TrainConfig, run_dir: str | None = None, resume: bool = False, na
         dist.shutdown()
 
 
+def check_networks(cfg: TrainConfig) -> None:
+    """Network names, options and the image size, checked in seconds before any data is read (and by
+    `--dry-run`): the networks are built on the meta device with provisional channel and class counts."""
+    build.check_network_names(cfg.generator, cfg.discriminator)
+    task = OBJECTIVES.get(cfg.task)
+    provisional: dict = {"channels": cfg.data.slab_slices, "image_channels": 1, "num_classes": 2, "num_labels": 2}
+    provisional["domain_b"] = dict(provisional)  # cyclegan's second domain
+    build.precheck_networks(task.func.ROLES, objective_class(cfg.task).network_kwargs(provisional, **task.keywords),
+                            cfg.generator, cfg.discriminator, cfg.data.spatial_dims, cfg.data.image_size)  # fmt: skip
+
+
 def _train(cfg: TrainConfig, dist: Dist, run_dir: str | None, resume: bool, name: str) -> str:
     # Device, precision and layout: decided here, nowhere else.
     device = resolve_device(cfg.train.device, dist.local_rank)
@@ -82,12 +93,8 @@ def _train(cfg: TrainConfig, dist: Dist, run_dir: str | None, resume: bool, name
     channels_last = device.type == "cuda" if cfg.train.channels_last == "auto" else cfg.train.channels_last
     layout = memory_format(cfg.data.spatial_dims, channels_last)
     configure_backends(device)
-    build.check_network_names(cfg.generator, cfg.discriminator)
+    check_networks(cfg)
     task = OBJECTIVES.get(cfg.task)
-    provisional: dict = {"channels": cfg.data.slab_slices, "image_channels": 1, "num_classes": 2, "num_labels": 2}
-    provisional["domain_b"] = dict(provisional)  # cyclegan's second domain
-    build.precheck_networks(task.func.ROLES, objective_class(cfg.task).network_kwargs(provisional, **task.keywords),
-                            cfg.generator, cfg.discriminator, cfg.data.spatial_dims, cfg.data.image_size)  # fmt: skip
 
     # The run folder (chosen on rank 0) and, when resuming, its newest checkpoint.
     run_dir = dist.broadcast_object(build.resolve_run_dir(run_dir, resume, name) if dist.is_main else None)

@@ -7,6 +7,7 @@ in one folder. pydicom's own broken files and the DICOMDIR set's real gap are te
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -266,7 +267,8 @@ def test_existing_output_needs_overwrite(series, axial, run_cli):
     status, _, err = run_cli("convert", series, target, "--overwrite")
     assert status == 0, err
     np.testing.assert_array_equal(np.asanyarray(nib.load(target).dataobj), axial.voxels)
-    assert os.listdir(target.parent) == ["volume.nii.gz"]
+    assert sorted(os.listdir(target.parent)) == ["volume.json", "volume.nii.gz"]  # the sidecar keeps the modality
+    assert json.loads((target.parent / "volume.json").read_text())["Modality"] == "CT"
 
 
 @pytest.mark.external

@@ -3,6 +3,7 @@ orientation jitter across a series, scaled and 4D NIfTI, colour images, linked f
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -179,3 +180,13 @@ def test_sigterm_mid_write_leaves_nothing(tmp_path, number):
     assert process.returncode == 128 + number
     assert err.strip() == f"medgan: error: stopped by {signal.Signals(number).name}"
     assert os.listdir(output) == []
+
+
+def test_nifti_output_keeps_the_modality_in_a_sidecar(tmp_path, real_series):
+    ct = read_image(real_series("axial").folder)
+    write_image(ct, tmp_path / "ct.nii.gz")
+    assert json.loads((tmp_path / "ct.json").read_text())["Modality"] == "CT"
+    assert read_image(tmp_path / "ct.nii.gz").meta["modality"] == "CT"  # and so CT stays CT when read back
+    (tmp_path / "other.json").write_text('{"Modality": "MR", "EchoTime": 0.01}')  # another tool's sidecar
+    write_image(ct, tmp_path / "other.nii.gz")
+    assert json.loads((tmp_path / "other.json").read_text()) == {"Modality": "MR", "EchoTime": 0.01}

@@ -82,3 +82,10 @@ def test_a_size_the_networks_cannot_take_fails_before_the_data_is_read(run_cli, 
     one_line_error(status, err, "cannot produce image_size (20, 20)", "for 20 use 16 or 32")
     status, _, err = run_cli(*train_args(tmp_path / "run", f"data.source={tmp_path / 'not_there'}"))
     one_line_error(status, err, "not_there")
+
+
+def test_dry_run_checks_the_networks(run_cli):
+    status, _, err = run_cli("train", "-c", CONFIG, "--set", "generator.name=resgan", "--dry-run")
+    one_line_error(status, err, "unknown generator 'resgan'; did you mean 'resgen'?")
+    status, _, err = run_cli("train", "-c", CONFIG, "--set", "data.image_size=[20,20]", "--dry-run")
+    one_line_error(status, err, "cannot produce image_size (20, 20)")
