@@ -15,7 +15,8 @@ from medgan.errors import MedganError
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of a table.")
 @click.option("--headers-only", is_flag=True, help="DICOM: read headers only (fast; no intensity range).")
 @click.option("--skip-invalid", is_flag=True, help="Skip unreadable or non-DICOM files instead of failing.")
-def info(path: str, as_json: bool, headers_only: bool, skip_invalid: bool) -> None:
+@click.option("--allow-gaps", is_flag=True, help="Describe a series with missing slices (warning) instead of failing.")
+def info(path: str, as_json: bool, headers_only: bool, skip_invalid: bool, allow_gaps: bool) -> None:
     """Describe every image or DICOM series under PATH.
 
     For each: format, modality, shape, spacing (mm), orientation (the direction each array
@@ -29,7 +30,7 @@ def info(path: str, as_json: bool, headers_only: bool, skip_invalid: bool) -> No
     records, failures = [], []
     for image in found:
         try:
-            records.append(summarize(image, pixels=not headers_only))
+            records.append(summarize(image, pixels=not headers_only, allow_gaps=allow_gaps))
         except MedganError as err:
             failures.append(str(err))
     if as_json:

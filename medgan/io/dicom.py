@@ -213,7 +213,7 @@ def _layout(series: DicomSeries, allow_gaps: bool) -> VolumeLayout:
     )
     if not allow_gaps:
         raise InputError(
-            what + "; a slice may be missing (medgan convert --allow-gaps, or allow_gaps=True in Python, "
+            what + "; a slice may be missing (--allow-gaps of medgan convert and info, or allow_gaps=True in Python, "
             "interpolates across it)",
             path=series.folder,
         )

@@ -13,19 +13,19 @@ from medgan.io.image import affine_of, array_of
 __all__ = ["summarize"]
 
 
-def summarize(found: FoundImage, pixels: bool = True) -> dict[str, Any]:
+def summarize(found: FoundImage, pixels: bool = True, allow_gaps: bool = False) -> dict[str, Any]:
     """Format, modality, shape, spacing (mm), orientation, origin (RAS mm), range, series UID, slices.
 
     With `pixels=False`, DICOM series are described from their headers alone (no range).
     """
     if found.series is not None and not pixels:
-        layout = found.series.geometry()
+        layout = found.series.geometry(allow_gaps)
         shape, affine, dtype, value_range = tuple(layout.shape), layout.affine, None, None
         channels = len(layout.clusters[0]) * found.series.frames[0].file.samples_per_pixel
         warnings = list(layout.warnings)
         modality = found.series.modality
     else:
-        image = found.load()
+        image = found.load(allow_gaps=allow_gaps)
         array = array_of(image)
         channels, shape = array.shape[0], tuple(array.shape[1:])
         affine, dtype = affine_of(image), str(array.dtype)

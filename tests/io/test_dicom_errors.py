@@ -153,6 +153,18 @@ def test_missing_slice_is_an_error(series, run_cli):
     assert nothing_written(series)
 
 
+@pytest.mark.external
+def test_info_describes_a_series_with_a_gap_only_with_allow_gaps(series, run_cli):
+    os.remove(file_at_position(series, GAP_SLICE))
+    status, _, err = run_cli("info", series, "--json")
+    assert status == 2 and "not evenly spaced" in error_line(err)
+    for headers_only in ([], ["--headers-only"]):
+        status, out, err = run_cli("info", series, "--json", "--allow-gaps", *headers_only)
+        assert status == 0, err
+        (record,) = json.loads(out)
+        assert any("interpolated onto a regular grid" in w for w in record["warnings"]), record
+
+
 def check_interpolated(image_voxels, affine, axial) -> None:
     """The gap is filled by the mean of its neighbours; every other slice and the grid are exact."""
     truth = axial.voxels.astype(np.float32)
