@@ -192,6 +192,11 @@ class ScanDataset(torch.utils.data.Dataset):
         dims = first.ndim - 1
         spacing = spacing_of(affine, dims)
         directions = (affine[:3, :3] / np.linalg.norm(affine[:3, :3], axis=0)).tolist()
+        others = [i for i in range(1, self.num_scans) if not _same_directions(self._scan(i)["image_meta"], directions)]
+        if others:  # drawn scans get one orientation: say whose
+            log.warning("the training scans differ in orientation (%d of %d differ from %s); scans drawn from this "
+                        "model will carry that first scan's orientation and spacing", len(others), self.num_scans,
+                        records[0].get("image", "the first scan"))  # fmt: skip
         axes = [a for a in range(dims) if not (dims == 3 and self.spatial_dims == 2 and a == self.slice_axis)]
         labels = [int(r["label"]) for r in records if "label" in r]
         label_maps = [int(self._scan(i)["label_map"].max()) for i in range(self.num_scans) if "label_map" in records[i]]
@@ -280,6 +285,11 @@ def _crop_or_pad(array: Tensor, size: Sequence[int], offsets: Sequence[int], fil
             pad[2 * (array.ndim - 2 - axis) + 1] = want - have - before
             array = torch.nn.functional.pad(array, pad, value=fill)
     return array.contiguous()
+
+
+def _same_directions(meta: dict[str, Any], directions: list[list[float]], tolerance: float = 1e-3) -> bool:
+    affine = np.asarray(meta["affine"], dtype=np.float64)[:3, :3]
+    return bool(np.allclose(affine / np.linalg.norm(affine, axis=0), directions, atol=tolerance))
 
 
 def _kind(meta: dict[str, Any]) -> tuple[str, str]:

@@ -153,7 +153,18 @@ def write_image(
     try:
         return _write_image(image, path, to, overwrite, dicom_options)
     except OSError as err:  # a full disk, a read-only or vanished folder: one line, not a traceback
-        raise OutputError(f"cannot write it ({err.strerror or err})", path=path) from None
+        raise OutputError(f"cannot write it ({_os_reason(err)})", path=path) from None
+
+
+def _os_reason(err: BaseException) -> str:
+    """The operating system's own words: pydicom re-raises an OSError with a traceback in its message, so the
+    original error is looked for along the chain of causes."""
+    seen = err
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.strerror:
+            return seen.strerror
+        seen = seen.__cause__ or seen.__context__
+    return str(err).splitlines()[0]
 
 
 def _write_image(image, path: str, to: str | None, overwrite: bool, dicom_options: dict) -> str:

@@ -207,16 +207,27 @@ def _probe(images: ImageSet) -> tuple[int, str, str | None]:
 
 
 def _check_counts(names: Sequence[str], sets: dict[str, ImageSet], nearest_k: int) -> None:
+    """Every metric asked for must have enough images; the message says which of them can run."""
+    short = []  # (metric, minimum, role)
     for name in names:
         minimum = _minimum(name, nearest_k)
-        for role in ("real", "fake") if name != "memorization" else ("real", "fake", "train"):
-            if len(sets[role]) < minimum:
-                skipped = sets[role].skipped
-                after = f" readable (skipped {len(skipped)}, e.g. {skipped[0]})" if skipped else ""
-                raise InputError(
-                    f"{name} needs at least {minimum} images per set; the {role} set has {len(sets[role])}{after}",
-                    path=sets[role].folder,
-                )
+        roles = ("real", "fake") if name != "memorization" else ("real", "fake", "train")
+        role = next((r for r in roles if len(sets[r]) < minimum), None)
+        if role is not None:
+            short.append((name, minimum, role))
+    if not short:
+        return
+    name, minimum, role = short[0]
+    skipped = sets[role].skipped
+    after = f" readable (skipped {len(skipped)}, e.g. {skipped[0]})" if skipped else ""
+    others = ", ".join(f"{n} {m}" for n, m, _ in short[1:])
+    fitting = [n for n in names if n not in {s[0] for s in short}]
+    advice = f"; these fit: --metrics {','.join(fitting)}" if fitting else "; add images"
+    raise InputError(
+        f"{name} needs at least {minimum} images per set{f' ({others})' if others else ''}; the {role} set has "
+        f"{len(sets[role])}{after}{advice}",
+        path=sets[role].folder,
+    )
 
 
 def evaluate_sets(

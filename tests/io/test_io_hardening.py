@@ -190,3 +190,20 @@ def test_nifti_output_keeps_the_modality_in_a_sidecar(tmp_path, real_series):
     (tmp_path / "other.json").write_text('{"Modality": "MR", "EchoTime": 0.01}')  # another tool's sidecar
     write_image(ct, tmp_path / "other.nii.gz")
     assert json.loads((tmp_path / "other.json").read_text()) == {"Modality": "MR", "EchoTime": 0.01}
+
+
+def test_a_dicom_write_error_is_the_systems_words(tmp_path, monkeypatch):
+    """pydicom re-raises an OSError with its own traceback as the message: the line keeps only the cause."""
+
+    def full_disk(*args, **kwargs):
+        try:
+            raise OSError(27, "File too large")
+        except OSError as err:
+            raise OSError(f"With tag (7FE0,0010) got exception: {err}\nTraceback (most recent call last):") from err
+
+    monkeypatch.setattr(pydicom.Dataset, "save_as", full_disk)
+    image = read_image(os.path.join(NIB_DATA, "anatomical.nii"))
+    with pytest.raises(OutputError) as info:
+        write_image(image, tmp_path / "out", to="dicom", modality="MR")
+    assert str(info.value) == f"{tmp_path / 'out'}: cannot write it (File too large)"
+    assert os.listdir(tmp_path) == []

@@ -234,6 +234,10 @@ def test_too_few_samples_names_the_minimum(sets_2d, tmp_path, run_cli):
         3,
     )
     assert "prdc needs at least 4 images per set" in one_error_line(status, err)
+    status, _, err = run_cli("evaluate", "--real", sets_2d / "real", "--fake", lonely, "--out", tmp_path / "o",
+                             "--metrics", "prdc,fd,intensity")  # fmt: skip
+    line = one_error_line(status, err)
+    assert "prdc needs at least 6 images per set (fd 2); the fake set has 1; these fit: --metrics intensity" in line
 
 
 def test_extractor_file_with_a_wrong_hash_is_refused(sets_2d, tmp_path, run_cli):

@@ -89,3 +89,20 @@ def test_dry_run_checks_the_networks(run_cli):
     one_line_error(status, err, "unknown generator 'resgan'; did you mean 'resgen'?")
     status, _, err = run_cli("train", "-c", CONFIG, "--set", "data.image_size=[20,20]", "--dry-run")
     one_line_error(status, err, "cannot produce image_size (20, 20)")
+
+
+def test_scans_of_different_orientations_are_warned_about(tmp_path, real_series, caplog):
+    """Scans drawn from noise carry one orientation: a mix of axial and oblique series is said."""
+    import logging
+
+    from medgan.data.datasets import ScanDataset, find_records
+
+    for variant in ("axial", "oblique"):
+        os.symlink(real_series(variant).folder, tmp_path / variant)
+    with caplog.at_level(logging.WARNING, logger="medgan"):
+        ScanDataset(find_records(str(tmp_path)), image_size=[16, 16], spacing_mm=[16.0, 16.0], cache="none")
+    assert "the training scans differ in orientation (1 of 2 differ from" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="medgan"):
+        ScanDataset(find_records(str(tmp_path / "axial")), image_size=[16, 16], spacing_mm=[16.0, 16.0], cache="none")
+    assert "differ in orientation" not in caplog.text
