@@ -28,12 +28,13 @@ from pydicom.datadict import keyword_for_tag
 from pydicom.dataset import Dataset
 
 from medgan.anonymize import iod
-from medgan.anonymize.batch import REPORT_NAME, WORK_DIR, walk_tree
+from medgan.anonymize.batch import REPORT_NAME, WORK_DIR
 from medgan.anonymize.identity import CODED_VALUES, IdentifierScrubber, collect_identifiers, scrubber_for
 from medgan.anonymize.profile import OPTION_CODES, action_table, load_profile
 from medgan.anonymize.quiet import quiet_pydicom
 from medgan.anonymize.uids import UidMapper, is_instance_uid_attribute
 from medgan.errors import InputError
+from medgan.io.walk import walk_tree
 
 __all__ = ["Finding", "phi_scan"]
 

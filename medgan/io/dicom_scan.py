@@ -21,6 +21,7 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
 from medgan.errors import InputError, describe
+from medgan.io.walk import walk_tree
 
 __all__ = ["DicomFile", "Frame", "Problem", "group_frames", "list_dicom_files", "read_header"]
 
@@ -86,28 +87,15 @@ def list_dicom_files(path: str | os.PathLike) -> list[str]:
     if not os.path.exists(path):
         raise InputError("no such file or folder", path=path)
     if os.path.isdir(path):
-        files = []
-        visited = {os.path.realpath(path)}
-        for root, dirs, names in os.walk(path, followlinks=True):  # linked folders are searched, once
-            dirs[:] = [
-                d
-                for d in sorted(dirs)
-                if not d.startswith(".") and _first_visit(os.path.realpath(os.path.join(root, d)), visited)
-            ]
-            files.extend(
-                os.path.join(root, n) for n in sorted(names) if not n.startswith(".") and n not in _IGNORED_NAMES
-            )
-        return files
+        return [
+            os.path.join(root, n)
+            for root, names in walk_tree(path, lambda folder, name: name.startswith("."))  # linked folders too
+            for n in names
+            if not n.startswith(".") and n not in _IGNORED_NAMES
+        ]
     if _is_dicomdir(path):
         return _dicomdir_references(path)
     return [path]
-
-
-def _first_visit(real: str, visited: set[str]) -> bool:
-    if real in visited:
-        return False
-    visited.add(real)
-    return True
 
 
 def read_header(path: str) -> tuple[Dataset, int | None]:
