@@ -106,14 +106,18 @@ def full_affine(affine: np.ndarray, spatial_dims: int) -> np.ndarray:
 
 
 def describe_grid(shape: Sequence[int], affine: np.ndarray) -> str:
-    """A voxel grid in a few words: '181x217x181 voxels of 1x1x1 mm, RAS, first voxel at (-90, -126, -72) mm'."""
+    """A voxel grid in a few words: '181x217x181 voxels of 1x1x1 mm, RAS, first voxel at (-90, -126, -72) mm'
+    ('RAS oblique' when an axis does not run along a patient axis)."""
     from medgan.io.geometry import orientation_code
 
     dims = len(shape)
     affine = full_affine(affine, dims)
-    spacing = "x".join(f"{v:.4g}" for v in spacing_of(affine, dims))
+    spacing = spacing_of(affine, dims)
+    units = affine[:3, :dims] / np.maximum(np.asarray(spacing), 1e-12)
+    aligned = np.allclose(np.abs(units).max(axis=0), 1.0, atol=1e-3)
+    codes = orientation_code(affine)[:dims] + ("" if aligned else " oblique")
     origin = ", ".join(f"{v:.4g}" for v in affine[:3, 3])
-    return f"{'x'.join(str(n) for n in shape)} voxels of {spacing} mm, {orientation_code(affine)[:dims]}, " \
+    return f"{'x'.join(str(n) for n in shape)} voxels of {'x'.join(f'{v:.4g}' for v in spacing)} mm, {codes}, " \
         f"first voxel at ({origin}) mm"  # fmt: skip
 
 

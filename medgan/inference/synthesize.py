@@ -293,17 +293,18 @@ def _write(item, meta, out_dir, stem, format, window, overwrite) -> str:
 
     image, affine = item
     array = image.numpy().astype(np.float32)
+    path = os.path.join(out_dir, stem + _SUFFIX[format])
     if format == "png":
         low, high = window
         plane = array[array.shape[0] // 2]
         if plane.ndim == 3:  # a volume: its middle axial slice
             plane = plane[:, :, plane.shape[2] // 2]
-        return write_png(to_uint8(np.rot90(plane), low, high), os.path.join(out_dir, f"{stem}.png"), overwrite)
+        return write_png(to_uint8(np.rot90(plane), low, high), path, overwrite)
     scan = make_image(array, affine, meta)
     if format == "nifti":
-        return write_image(scan, os.path.join(out_dir, f"{stem}.nii.gz"), overwrite=overwrite)
+        return write_image(scan, path, overwrite=overwrite)
     if meta["modality"] not in ("CT", "MR"):
         raise OutputError("DICOM output needs the modality CT or MR; the training data recorded none: "
                           "pass --modality CT or MR", path=out_dir)  # fmt: skip
-    return write_image(scan, os.path.join(out_dir, stem), to="dicom", modality=meta["modality"], synthetic=True,
+    return write_image(scan, path, to="dicom", modality=meta["modality"], synthetic=True,
                        overwrite=overwrite)  # fmt: skip

@@ -45,20 +45,15 @@ class Grid:
     @property
     def codes(self) -> str:
         """The axis codes of the voxel order ("LPS": i runs to the left, j to posterior, k to superior)."""
-        import nibabel.orientations as orientations
+        from medgan.io.geometry import orientation_code
 
-        return "".join(c or "?" for c in orientations.aff2axcodes(self.affine))
+        return orientation_code(self.affine)
 
     def describe(self) -> str:
-        """One phrase: shape, spacing, orientation and the first voxel's position."""
-        codes = self.codes
-        units = self.affine[:3, :3] / np.maximum(self.spacing, 1e-12)
-        if not np.allclose(np.abs(units).max(axis=0), 1.0, atol=DIRECTION_TOLERANCE):
-            codes += " oblique"
-        size = "x".join(str(n) for n in self.shape)
-        spacing = "x".join(f"{s:.4g}" for s in self.spacing)
-        origin = ", ".join(f"{v:.4g}" for v in self.affine[:3, 3])
-        return f"{size} voxels of {spacing} mm, {codes}, first voxel at ({origin}) mm"
+        """One phrase: shape, spacing, orientation and the first voxel's position (as training describes grids)."""
+        from medgan.data.transforms import describe_grid
+
+        return describe_grid(self.shape, self.affine)
 
 
 class GridMismatch(ValueError):
