@@ -44,7 +44,7 @@ from pydicom.tag import Tag
 from pydicom.uid import EnhancedCTImageStorage, EnhancedMRImageStorage, generate_uid
 
 from medgan.io.dicom_encode import code_item, ds_text, file_meta, image_pixel, orientation_text, reference_item
-from medgan.io.dicom_write import SeriesPlan, derivation_code
+from medgan.io.dicom_plan import SeriesPlan, derivation_code
 
 __all__ = ["ENHANCED_SOP_CLASSES", "multiframe_dataset"]
 

@@ -1,17 +1,13 @@
 """Write a MetaTensor as a DICOM CT or MR series, marked as derived (and as synthetic when it is).
 
-Two layouts share everything but the pixel module:
+Two layouts share everything but the pixel module (the shared part is `medgan.io.dicom_plan`):
 
 * one file per slice (CT Image / MR Image Storage), the layout every viewer and PACS takes;
 * `multiframe=True`: one Enhanced CT / Enhanced MR Image file (`medgan.io.dicom_multiframe`).
 
-Every output gets new Study/Series/SOP/Frame of Reference UIDs, ImageType DERIVED\\SECONDARY
-(DERIVED\\PRIMARY in the enhanced file, where value 2 is enumerated PRIMARY), a coded and a
-free-text derivation, SyntheticData (YES for generated images), a ContributingEquipmentSequence
-naming medgan as synthesizing or processing equipment and, when the image was read from DICOM,
-references to the source instances it came from (slice by slice when the slice count still
-matches). The source's patient identity (and its free-text descriptions, which PS3.15 Annex E
-treats as identifying) is copied only with `copy_patient=True`.
+ImageType is DERIVED\\SECONDARY here (DERIVED\\PRIMARY in the enhanced file, where value 2 is
+enumerated PRIMARY); UIDs, SyntheticData, the derivation, the contributing equipment, the source
+references and what is copied of the patient come from the plan.
 
 Geometry: the slice `k` sits at `origin + k * step` (LPS), computed afresh for every slice and
 written with up to 16 significant characters, so positions never accumulate rounding; a step that
@@ -25,83 +21,21 @@ that normal) reads back with the slice axis reversed: the same voxels in space, 
 
 from __future__ import annotations
 
-import datetime as dt
 import os
-from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from pydicom.uid import CTImageStorage, MRImageStorage, generate_uid
 
-import medgan
-from medgan.errors import OutputError
 from medgan.io.atomic import atomic_dir
-from medgan.io.dicom_encode import (
-    PixelEncoding,
-    SliceGeometry,
-    code_item,
-    display_window,
-    ds_text,
-    encode_pixels,
-    file_meta,
-    image_pixel,
-    orientation_text,
-    reference_item,
-    save_dataset,
-    slice_geometry,
-)
-from medgan.io.image import affine_of, array_of, meta_of
+from medgan.io.dicom_encode import ds_text, file_meta, image_pixel, orientation_text, reference_item, save_dataset
+from medgan.io.dicom_multiframe import multiframe_dataset
+from medgan.io.dicom_plan import SeriesPlan, derivation_code, plan_series
 
-__all__ = ["SOP_CLASSES", "PixelEncoding", "SeriesPlan", "encode_pixels", "plan_series", "write_dicom_series"]
+__all__ = ["SOP_CLASSES", "write_dicom_series"]
 
 SOP_CLASSES = {"CT": CTImageStorage, "MR": MRImageStorage}
-# Copied with copy_patient=True only; anything else in meta["patient"] is ignored.
-_PATIENT_KEYWORDS = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "PatientAge")
-# CID 7203 (Image Derivation) is extensible and has no concept for images made or changed by a
-# network; a wrong member (e.g. "Volume editing") would mislead, so two general DCM concepts.
-_DERIVATION_CODES = {
-    True: ("123110", "DCM", "Artificial Intelligence"),
-    False: ("110001", "DCM", "Image Processing"),
-}
-_EQUIPMENT_PURPOSE = {  # CID 7005 Contributing Equipment Purposes of Reference
-    True: ("109100", "DCM", "Synthesizing Equipment"),
-    False: ("109102", "DCM", "Processing Equipment"),
-}
-
-SourceRef = tuple[str, str, int | None]  # (SOP class, SOP instance, frame number or None)
-
-
-@dataclass
-class SeriesPlan:
-    """Everything both layouts need: stored pixels, geometry and the shared header."""
-
-    modality: str
-    stored: np.ndarray  # (i, j, k) stored integers
-    encoding: PixelEncoding
-    geometry: SliceGeometry
-    synthetic: bool
-    header: Dataset  # patient, study, series, frame of reference, equipment, SOP common
-    all_sources: list[SourceRef]  # every DICOM frame the image came from; empty without a DICOM source
-    slice_sources: list[list[SourceRef]] | None  # per output slice; None once the slice count changed
-    source_study_uid: str | None  # where the sources live (for the evidence and instance references)
-    source_series_uid: str | None
-    derivation_description: str
-    window: tuple[float, float]  # (centre, width) in physical units
-    content_date_time: tuple[str, str]  # (DA, TM) of this write
-
-    @property
-    def n_slices(self) -> int:
-        return int(self.stored.shape[2])
-
-    @property
-    def has_sources(self) -> bool:
-        return bool(self.all_sources)
-
-    def sources_of(self, k: int) -> list[SourceRef]:
-        """The source frames of slice `k`: its own when known, else all of them."""
-        return self.slice_sources[k] if self.slice_sources is not None else self.all_sources
 
 
 def write_dicom_series(
@@ -128,112 +62,11 @@ def write_dicom_series(
     )
     with atomic_dir(folder, overwrite) as temp:
         if multiframe:
-            from medgan.io.dicom_multiframe import multiframe_dataset
-
             save_dataset(multiframe_dataset(plan), os.path.join(temp, "IM00001.dcm"))
         else:
             for k in range(plan.n_slices):
                 save_dataset(_slice_dataset(plan, k), os.path.join(temp, f"IM{k + 1:05d}.dcm"))
     return folder
-
-
-def plan_series(
-    image,
-    path: str,
-    modality: str | None = None,
-    synthetic: bool | None = None,
-    copy_patient: bool = False,
-    series_description: str | None = None,
-    derivation_description: str | None = None,
-    series_number: int = 1001,
-) -> SeriesPlan:
-    """Check `image`, encode its pixels and build the header shared by all output layouts."""
-    meta = meta_of(image)
-    array = array_of(image)
-    modality = (modality or str(meta.get("modality") or "")).upper()
-    if modality not in SOP_CLASSES:
-        found = f"the image's modality is {modality!r}" if modality else "the image records no modality"
-        raise OutputError(f"DICOM output needs modality CT or MR; {found}: pass --modality CT or MR", path=path)
-    if array.ndim == 3:
-        array = array[..., np.newaxis]
-    if array.ndim != 4 or array.shape[0] != 1:
-        raise OutputError(f"DICOM series output takes one channel, got shape {tuple(array.shape)}", path=path)
-    if not np.all(np.isfinite(array)):
-        raise OutputError("the image holds NaN or infinite values", path=path)
-    geometry = slice_geometry(affine_of(image), array.shape[3], path)
-    stored, encoding = encode_pixels(array[0])
-    synthetic = bool(meta.get("synthetic", False)) if synthetic is None else bool(synthetic)
-    derivation = (derivation_description or _derivation(meta, synthetic))[:1024]
-    now = dt.datetime.now()
-    date, time = now.strftime("%Y%m%d"), now.strftime("%H%M%S")
-    header = _header(meta, modality, synthetic, copy_patient, series_description, derivation, series_number, date, time)
-    source_dicom = meta.get("dicom") or {}
-    slice_sources = [[tuple(ref) for ref in refs] for refs in meta.get("source_slices") or []]
-    return SeriesPlan(
-        modality=modality,
-        stored=stored,
-        encoding=encoding,
-        geometry=geometry,
-        synthetic=synthetic,
-        header=header,
-        all_sources=list(dict.fromkeys(ref for refs in slice_sources for ref in refs)),
-        slice_sources=slice_sources if len(slice_sources) == stored.shape[2] else None,
-        source_study_uid=str(source_dicom.get("StudyInstanceUID") or "") or None,
-        source_series_uid=str(meta.get("series_uid") or "") or None,
-        derivation_description=derivation,
-        window=display_window(stored, encoding),
-        content_date_time=(date, time),
-    )
-
-
-def _header(meta, modality, synthetic, copy_patient, description, derivation, number, date, time) -> Dataset:
-    """Patient, General Study, General Series, Frame of Reference, General Equipment, SOP Common."""
-    source_dicom = meta.get("dicom") or {}
-    ds = Dataset()
-    ds.SpecificCharacterSet = "ISO_IR 192"
-    ds.InstanceCreationDate, ds.InstanceCreationTime = date, time
-    ds.StudyDate, ds.StudyTime = date, time
-    ds.SeriesDate, ds.SeriesTime = date, time
-    ds.AccessionNumber = ""
-    ds.Modality = modality
-    ds.Manufacturer = "medgan"
-    ds.ReferringPhysicianName = ""
-    ds.StudyDescription = str(source_dicom.get("StudyDescription", ""))[:64] if copy_patient else ""
-    kind = "SYNTHETIC" if synthetic else "DERIVED"
-    source_description = str(source_dicom.get("SeriesDescription", "")) if copy_patient else ""
-    ds.SeriesDescription = (description or f"{kind} {source_description or 'medgan'}")[:64]
-    ds.ManufacturerModelName = "medgan"
-    for keyword in ("PatientName", "PatientID", "PatientBirthDate", "PatientSex"):
-        setattr(ds, keyword, "")  # Type 2: present, empty unless copied
-    if copy_patient:
-        patient = meta.get("patient") or {}
-        for keyword in _PATIENT_KEYWORDS:
-            if patient.get(keyword) not in (None, ""):
-                setattr(ds, keyword, patient[keyword])
-    ds.SyntheticData = "YES" if synthetic else "NO"
-    ds.SoftwareVersions = f"medgan {medgan.__version__}"
-    ds.PatientPosition = str(source_dicom.get("PatientPosition") or "HFS")
-    if source_dicom.get("BodyPartExamined"):
-        ds.BodyPartExamined = str(source_dicom["BodyPartExamined"])[:16]
-    ds.StudyInstanceUID = generate_uid()
-    ds.SeriesInstanceUID = generate_uid()
-    ds.StudyID = ""
-    ds.SeriesNumber = number
-    ds.FrameOfReferenceUID = generate_uid()
-    ds.PositionReferenceIndicator = ""
-    ds.ContributingEquipmentSequence = Sequence([_contributing_equipment(synthetic, derivation, date, time)])
-    return ds
-
-
-def _contributing_equipment(synthetic: bool, derivation: str, date: str, time: str) -> Dataset:
-    item = Dataset()
-    item.PurposeOfReferenceCodeSequence = Sequence([code_item(*_EQUIPMENT_PURPOSE[synthetic])])
-    item.Manufacturer = "medgan"
-    item.ManufacturerModelName = "medgan"
-    item.SoftwareVersions = f"medgan {medgan.__version__}"
-    item.ContributionDateTime = date + time
-    item.ContributionDescription = derivation
-    return item
 
 
 def _slice_dataset(plan: SeriesPlan, k: int) -> Dataset:
@@ -296,19 +129,3 @@ def _mr_image(ds: Dataset, plan: SeriesPlan) -> None:
         ds.RescaleIntercept = ds_text(plan.encoding.intercept)
         ds.RescaleSlope = ds_text(plan.encoding.slope)
         ds.RescaleType = "US"
-
-
-def derivation_code(synthetic: bool) -> Dataset:
-    """The coded derivation (CID 7203 is extensible) that goes with a DerivationDescription."""
-    return code_item(*_DERIVATION_CODES[synthetic])
-
-
-def _derivation(meta: dict[str, Any], synthetic: bool) -> str:
-    """Free text for DerivationDescription, built from medgan's own records only (never file names)."""
-    if synthetic:
-        what = f"generated by medgan {medgan.__version__}"
-        described = str(meta.get("description") or "")  # medgan's own wording, e.g. a phantom's
-        return f"{what}: {described}" if described else what
-    source = str(meta.get("format") or "")
-    origin = f" from a {source.upper()} image" if source else ""
-    return f"written by medgan {medgan.__version__}{origin}"
