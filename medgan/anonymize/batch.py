@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 
 from medgan.anonymize import worker
 from medgan.anonymize.recipe import Policy
+from medgan.anonymize.result import Result
 from medgan.errors import InputError, OutputError
 from medgan.io.walk import walk_tree
 
@@ -163,7 +164,7 @@ class _Run:
             json.dump({"fingerprint": fingerprint, "format": _FORMAT}, fh)
         os.replace(state + ".partial", state)
 
-    def finish(self, key: str, result: worker.Result) -> str:
+    def finish(self, key: str, result: Result) -> str:
         """Move the result's files into place, then record its row. Returns the output column."""
         outputs = []
         for temp, relative in zip(result.temp_paths, result.outputs, strict=True):
@@ -208,7 +209,7 @@ def anonymize_tree(
     output: str,
     policy: Policy,
     workers: int = 1,  # worker processes; 1 runs in this process
-    on_result: Callable[[str, worker.Result], None] | None = None,  # called after each input is recorded
+    on_result: Callable[[str, Result], None] | None = None,  # called after each input is recorded
 ) -> BatchSummary:
     """De-identify every input under `source` into `output` (see the module docstring)."""
     if workers < 1:
@@ -224,7 +225,7 @@ def anonymize_tree(
     run = _Run(output, policy)
     summary = BatchSummary(failed_before=sum(r["status"] == "failed" for r in run.done.values()))
 
-    def record(path: str, key: str, result: worker.Result) -> None:
+    def record(path: str, key: str, result: Result) -> None:
         run.finish(key, result)
         if result.status == "failed":
             summary.failed += 1
@@ -319,9 +320,9 @@ def _drain(in_flight: dict, record, retry: bool, first: bool = False) -> list:
             if retry:
                 lost += chunk
                 continue
-            results = [worker.Result("failed", "the worker process died on this file")] * len(chunk)
+            results = [Result("failed", "the worker process died on this file")] * len(chunk)
         except Exception as err:
-            results = [worker.Result("failed", f"worker error ({err.__class__.__name__})")] * len(chunk)
+            results = [Result("failed", f"worker error ({err.__class__.__name__})")] * len(chunk)
         for (path, _sidecar, key), result in zip(chunk, results, strict=True):
             record(path, key, result)
     return lost

@@ -27,6 +27,7 @@ from pydicom.datadict import dictionary_VR, tag_for_keyword
 from medgan.anonymize.identity import IdentifierScrubber
 from medgan.anonymize.profile import action_table
 from medgan.anonymize.recipe import Policy
+from medgan.anonymize.result import Result
 
 __all__ = ["process_nifti", "scrub_header", "scrub_sidecar"]
 
@@ -123,10 +124,8 @@ def rewrite_nifti(source: str, target: str) -> None:
             shutil.copyfileobj(src, dst, _CHUNK_BYTES)
 
 
-def process_nifti(path: str, sidecar: str | None, input_id: str, temp_dir: str, policy: Policy):
-    """Worker entry for a NIfTI input (and its JSON sidecar): returns a worker `Result`."""
-    from medgan.anonymize.worker import Result
-
+def process_nifti(path: str, sidecar: str | None, input_id: str, temp_dir: str, policy: Policy) -> Result:
+    """Worker entry for a NIfTI input (and its JSON sidecar): returns its `Result`."""
     suffix = ".nii.gz" if path.endswith(".nii.gz") else ".nii"
     temp = os.path.join(temp_dir, uuid.uuid4().hex + suffix)
     temps, outputs = [temp], [os.path.join("nifti", input_id + suffix)]

@@ -17,7 +17,6 @@ import signal
 import sys
 import uuid
 import warnings
-from dataclasses import dataclass
 
 import pydicom
 from pydicom.dataelem import RawDataElement
@@ -28,27 +27,18 @@ from pydicom.filewriter import write_dataset, write_file_meta_info
 from pydicom.pixels.utils import get_expected_length
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
+from medgan.anonymize.nifti import process_nifti
 from medgan.anonymize.passes import CorruptValue, Deidentifier, NestingTooDeep, PatientNotMapped
 from medgan.anonymize.pixels import PixelError, has_pixels
 from medgan.anonymize.quiet import quiet_pydicom
 from medgan.anonymize.recipe import Policy
+from medgan.anonymize.result import Result
 
-__all__ = ["Result", "init_pool_worker", "init_worker", "process_chunk", "process_file"]
+__all__ = ["init_pool_worker", "init_worker", "process_chunk", "process_file"]
 
 _MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
 _NIFTI_SUFFIXES = (".nii", ".nii.gz")
 _deidentifier: Deidentifier | None = None
-
-
-@dataclass
-class Result:
-    """The outcome of one input, as the batch records it."""
-
-    status: str  # ok, quarantined or failed
-    reason: str = ""
-    temp_paths: tuple[str, ...] = ()  # written files, to be renamed into place
-    outputs: tuple[str, ...] = ()  # their paths relative to OUT, same order
-    kind: str = "dicom"
 
 
 def init_worker(policy: Policy) -> None:
@@ -97,8 +87,6 @@ def _process(path: str, sidecar: str | None, input_id: str, temp_dir: str) -> Re
     if path.endswith((".hdr", ".img")):
         return Result("failed", "Analyze or NIfTI header/image pairs are not supported", kind="nifti")
     if path.endswith(_NIFTI_SUFFIXES):
-        from medgan.anonymize.nifti import process_nifti
-
         return process_nifti(path, sidecar, input_id, temp_dir, _deidentifier.policy)
     try:
         ds = _read(path)

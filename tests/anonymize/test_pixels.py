@@ -14,6 +14,7 @@ from _corpus import policy as make_policy
 from medgan.anonymize import worker
 from medgan.anonymize.passes import Deidentifier
 from medgan.anonymize.pixels import PixelError, blank_regions
+from medgan.anonymize.result import Result
 from medgan.anonymize.uids import UidMapper
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
@@ -26,7 +27,7 @@ def _frames(ds) -> np.ndarray:
     return arr if int(ds.get("NumberOfFrames", 1) or 1) > 1 else arr[np.newaxis]
 
 
-def _run(tmp_path, name: str) -> tuple[pydicom.Dataset, worker.Result, pydicom.Dataset]:
+def _run(tmp_path, name: str) -> tuple[pydicom.Dataset, Result, pydicom.Dataset]:
     path = external.pydicom_file(name)
     original = read(path)
     region = {"modality": str(original.Modality), "boxes": [list(BOX)]}
