@@ -22,7 +22,8 @@ import torch
 
 from medgan.errors import InputError, MedganError
 from medgan.io import FoundImage
-from medgan.metrics.features import FeatureAccumulator, resize
+from medgan.metrics.extractor import resize
+from medgan.metrics.features import FeatureAccumulator
 from medgan.metrics.memorization import unit_vectors
 from medgan.metrics.sets import ImageSet, Window, load_single, shape_text
 

