@@ -26,15 +26,9 @@ import numpy as np
 from pydicom.dataset import Dataset
 
 from medgan.errors import InputError
+from medgan.io.dicom_frames import Frame, frames_from_header, group_frames
 from medgan.io.dicom_pixels import read_pixels
-from medgan.io.dicom_scan import (
-    Frame,
-    Problem,
-    frames_from_header,
-    group_frames,
-    list_dicom_files,
-    read_header,
-)
+from medgan.io.dicom_scan import Problem, list_dicom_files, read_header
 from medgan.io.geometry import affine_from_dicom, slice_normal
 
 __all__ = ["DicomScan", "DicomSeries", "scan_dicom"]

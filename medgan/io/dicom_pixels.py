@@ -15,7 +15,7 @@ import pydicom
 from pydicom.uid import UID
 
 from medgan.errors import InputError, describe
-from medgan.io.dicom_scan import DicomFile
+from medgan.io.dicom_frames import DicomFile
 
 __all__ = ["CODECS_HINT", "read_pixels"]
 
