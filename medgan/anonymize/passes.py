@@ -17,23 +17,33 @@ and to the file meta, and returns what happened:
 
 Files whose pixels may carry burned-in text are quarantined (returned untouched) unless a
 recipe region blanks them. A `Deidentifier` is built once per process; calling it is cheap.
+Each element is read and written through `medgan.anonymize.elements`, which copes with damaged files.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
-from pydicom import config
-from pydicom.datadict import dictionary_has_tag, dictionary_VR, keyword_for_tag
+from pydicom.datadict import keyword_for_tag
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
-from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID
 
 from medgan import __version__
 from medgan.anonymize import dates, iod
+from medgan.anonymize.elements import (
+    DUMMY_TEXT,
+    TEXT_VRS,
+    dummy_value,
+    element_vr,
+    garbled,
+    items_of,
+    map_values,
+    set_element,
+    text_of,
+    untrusted,
+)
 from medgan.anonymize.identity import (
     CODED_VALUES,
     collect_identifiers,
@@ -48,23 +58,8 @@ from medgan.anonymize.profile import OPTION_CODES, action_table
 from medgan.anonymize.recipe import Policy
 from medgan.anonymize.uids import UidMapper, is_instance_uid_attribute
 
-__all__ = ["DUMMY", "Deidentifier", "Outcome", "PatientNotMapped"]
+__all__ = ["CorruptValue", "Deidentifier", "NestingTooDeep", "Outcome", "PatientNotMapped"]
 
-DUMMY_TEXT = "ANONYMIZED"
-_BINARY = b"\0" * 8  # a multiple of every binary VR's unit (OB/OW/OF/OL/OD/OV/UN)
-DUMMY: dict[str, object] = {
-    **dict.fromkeys(("AE", "CS", "LO", "LT", "PN", "SH", "ST", "UC", "UR", "UT"), DUMMY_TEXT),
-    **dict.fromkeys(("OB", "OD", "OF", "OL", "OV", "OW", "UN"), _BINARY),
-    **dict.fromkeys(("SL", "SS", "SV", "UL", "US", "UV"), 0),
-    **dict.fromkeys(("FL", "FD"), 0.0),
-    "AS": "000Y",
-    "DA": dates.DUMMY_DATE,
-    "DS": "0",
-    "DT": dates.DUMMY_DATE + "000000",
-    "IS": "0",
-    "TM": "000000",
-}
-_TEXT_VRS = frozenset({"LO", "LT", "PN", "SH", "ST", "UC", "UT"})
 _FREE_TEXT_VRS = frozenset({"LT", "PN", "ST", "UT"})  # replaced inside a D sequence: names and prose
 _META_REMOVED = (0x00020016, 0x00020017, 0x00020018, 0x00020100, 0x00020102)  # sender AE titles, private info
 _PATIENT_NAME, _PATIENT_ID = 0x00100010, 0x00100020
@@ -180,30 +175,30 @@ class Deidentifier:
                 del ds[tag]
                 continue
             code = self.actions.get(tag)
-            vr = _vr(ds, tag)
-            if code is None and _untrusted(tag, vr):
+            vr = element_vr(ds, tag)
+            if code is None and untrusted(tag, vr):
                 del ds[tag]  # an unknown public tag, or one whose VR contradicts the dictionary: unsafe to keep
                 continue
             if code is None or code == "K":
-                if vr in _STRING_VRS and _garbled(ds, tag):
+                if garbled(ds, tag, vr):
                     raise CorruptValue(f"{keyword_for_tag(tag) or f'({tag >> 16:04X},{tag & 0xFFFF:04X})'} holds "
                                        "bytes that are not text (a damaged length?)")  # fmt: skip
                 if vr == "SQ":
                     self._walk_items(ds, tag, path, ctx, dummy, depth)
                 elif dummy and vr in _FREE_TEXT_VRS:
-                    _set(ds, tag, vr, DUMMY_TEXT)
-                elif vr in _TEXT_VRS and tag not in CODED_VALUES:
+                    set_element(ds, tag, vr, DUMMY_TEXT)
+                elif vr in TEXT_VRS and tag not in CODED_VALUES:
                     ctx.kept_text.append((ds, tag))
                 elif vr == "UI" and code is None and not self.retain_uids and is_instance_uid_attribute(tag):
                     # An instance UID the table does not list: the same keyed UID as where it is listed.
-                    _set(ds, tag, vr, _map_values(ds[tag].value, self.uids))
+                    set_element(ds, tag, vr, map_values(ds[tag].value, self.uids))
                 continue
             if code in _TYPE_DEPENDENT or "/" in code:
                 code = iod.resolve(code, iod.required_type(ctx.iod, path, keyword_for_tag(tag)))
             if code != "U":
                 kind = identifier_kind(tag, vr)
                 if kind is not None:
-                    ctx.identifiers |= identifiers_from(kind, _text(ds, tag))
+                    ctx.identifiers |= identifiers_from(kind, text_of(ds, tag))
             self._apply(ds, tag, vr, code, path, ctx, dummy, depth)
         if private_seen:
             self._private(ds)
@@ -211,7 +206,7 @@ class Deidentifier:
     def _walk_items(self, ds: Dataset, tag: int, path: tuple[str, ...], ctx: _Context, dummy: bool, depth: int):
         items = ds[tag].value
         if not isinstance(items, Sequence):  # a wrong VR: not items at all
-            _set(ds, tag, "SQ", [])
+            set_element(ds, tag, "SQ", [])
             return
         child = (*path, keyword_for_tag(tag) or f"{tag:08X}")
         for item in items:
@@ -220,26 +215,26 @@ class Deidentifier:
     def _apply(self, ds, tag, vr, code, path, ctx: _Context, dummy: bool, depth: int) -> None:
         if code == "X":
             if vr == "SQ":  # names and IDs inside (OtherPatientIDsSequence...) may recur in kept text
-                for item in _items(ds, tag):
+                for item in items_of(ds, tag):
                     ctx.identifiers |= collect_identifiers(item, self.actions)
             del ds[tag]
         elif code == "Z":
-            _set(ds, tag, vr, [] if vr == "SQ" else None)
+            set_element(ds, tag, vr, [] if vr == "SQ" else None)
         elif code == "U" and vr == "SQ":
             self._walk_items(ds, tag, path, ctx, dummy, depth)  # X/Z/U* kept: its UIDs follow their rows
         elif code in ("U", "D") and vr == "UI":
             if self.retain_uids:
                 return
-            _set(ds, tag, vr, _map_values(ds[tag].value, self.uids))
+            set_element(ds, tag, vr, map_values(ds[tag].value, self.uids))
         elif code == "D":
             if vr == "SQ":  # a dummy sequence: same items, every value in them de-identified
                 self._walk_items(ds, tag, path, ctx, True, depth)
             else:
-                _set(ds, tag, vr, DUMMY.get(vr or "UN", _BINARY))
+                set_element(ds, tag, vr, dummy_value(vr))
         elif code == "C":
             self._clean(ds, tag, vr, path, ctx, dummy, depth)
         else:  # U on a non-UI element (a wrong VR): its value is still an identifier
-            _set(ds, tag, vr, DUMMY.get(vr or "UN", _BINARY))
+            set_element(ds, tag, vr, dummy_value(vr))
 
     def _clean(self, ds, tag, vr, path, ctx: _Context, dummy: bool, depth: int) -> None:
         """C: replace with values of similar meaning that do not identify."""
@@ -247,13 +242,13 @@ class Deidentifier:
             self._walk_items(ds, tag, path, ctx, dummy, depth)
         elif vr in ("DA", "DT") and ctx.date_offset_days is not None:
             shift = dates.shift_da if vr == "DA" else dates.shift_dt
-            _set(ds, tag, vr, _map_values(ds[tag].value, lambda v: shift(str(v), ctx.date_offset_days)))
+            set_element(ds, tag, vr, map_values(ds[tag].value, lambda v: shift(str(v), ctx.date_offset_days)))
         elif vr == "TM":
             return  # a whole-day shift leaves the time of day as it was
         elif vr == "AE":
             value = str(ds[tag].value or "")
-            _set(ds, tag, vr, keyed_pseudonym(self.policy.secret, "ae:" + value, "AE", 12) if value else None)
-        elif vr in _TEXT_VRS:
+            set_element(ds, tag, vr, keyed_pseudonym(self.policy.secret, "ae:" + value, "AE", 12) if value else None)
+        elif vr in TEXT_VRS:
             ctx.clean_text.append((ds, tag))
         else:  # binary notes (MakerNote...) cannot be read for identifiers: remove them
             del ds[tag]
@@ -295,9 +290,9 @@ class Deidentifier:
             element = ds[tag]
             if element.value is None:
                 continue
-            new = _map_values(element.value, lambda v: scrubber.scrub(str(v)))
+            new = map_values(element.value, lambda v: scrubber.scrub(str(v)))
             if new != element.value:
-                _set(ds, tag, element.VR, new)
+                set_element(ds, tag, element.VR, new)
 
     def _clean_meta(self, meta: Dataset) -> None:
         for tag in _META_REMOVED:
@@ -311,7 +306,7 @@ class Deidentifier:
             return
         for tag in list(meta.keys()):  # MediaStorageSOPInstanceUID, RTVCommunicationSOPInstanceUID
             if is_instance_uid_attribute(tag) and meta[tag].value:
-                _set(meta, tag, "UI", _map_values(meta[tag].value, self.uids))
+                set_element(meta, tag, "UI", map_values(meta[tag].value, self.uids))
 
     def _mark(self, ds: Dataset, pixels_blanked: bool) -> None:
         codes = [*self.codes, "CleanPixelData"] if pixels_blanked else self.codes
@@ -330,74 +325,3 @@ class Deidentifier:
         )
         if pixels_blanked:
             ds.BurnedInAnnotation = "NO"
-
-
-_STRING_VRS = frozenset(
-    {"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM", "UC", "UI", "UR", "UT"}
-)
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0e-\x1a\x1c-\x1f]")  # text may hold TAB LF FF CR and ESC, nothing else
-
-
-def _garbled(ds: Dataset, tag: int) -> bool:
-    """A kept string with control bytes inside is not a value but swallowed elements: never write it out."""
-    value = ds[tag].value
-    values = value if isinstance(value, MultiValue | list | tuple) else [value]
-    return any(_CONTROL.search(str(v).rstrip("\x00 ")) for v in values if v is not None)
-
-
-def _untrusted(tag: int, vr: str | None) -> bool:
-    """A public attribute the profile does not list is kept only if the dictionary knows it with this VR.
-
-    A damaged tag or length can turn, say, InstitutionName into an unlisted attribute that still
-    holds the name; nothing unknown is known to be safe.
-    """
-    if not dictionary_has_tag(tag):
-        return True
-    if vr is None or vr == "UN":
-        return False
-    return vr not in dictionary_VR(tag).split(" or ")
-
-
-def _vr(ds: Dataset, tag: int) -> str | None:
-    raw = ds.get_item(tag)
-    vr = getattr(raw, "VR", None)
-    if vr and vr != "UN":
-        return str(vr)
-    # Implicit VR, or UN for a tag the dictionary knows: pydicom decodes it with the dictionary VR.
-    try:
-        vr = dictionary_VR(tag)
-    except KeyError:
-        return "UN"
-    return vr.split(" or ")[0] if " or " in vr else vr
-
-
-def _items(ds: Dataset, tag: int) -> list[Dataset]:
-    try:
-        items = ds[tag].value
-    except Exception:
-        return []
-    return list(items) if isinstance(items, Sequence) else []
-
-
-def _text(ds: Dataset, tag: int) -> str:
-    try:
-        value = ds[tag].value
-    except Exception:  # undecodable: no use as an identifier, and removed or replaced anyway
-        return ""
-    return "" if value is None or isinstance(value, bytes) else str(value).strip()
-
-
-def _set(ds: Dataset, tag: int, vr: str | None, value) -> None:
-    vr = vr or "UN"
-    if vr in ("US or SS", "OB or OW", "US or OW", "US or SS or OW"):
-        vr = vr.split(" or ")[0]
-    # Our own values need no validation; an original value kept under a wrong VR must not stop the file.
-    ds[tag] = DataElement(tag, vr, value, validation_mode=config.IGNORE)
-
-
-def _map_values(value, fn):
-    if value is None or value == "":
-        return value
-    if isinstance(value, MultiValue | list | tuple):
-        return [fn(v) for v in value]
-    return fn(value)

@@ -29,6 +29,7 @@ from pydicom.dataset import Dataset
 
 from medgan.anonymize import iod
 from medgan.anonymize.batch import REPORT_NAME, WORK_DIR
+from medgan.anonymize.elements import TEXT_VRS
 from medgan.anonymize.identity import CODED_VALUES, IdentifierScrubber, collect_identifiers, scrubber_for
 from medgan.anonymize.profile import OPTION_CODES, action_table, load_profile
 from medgan.anonymize.quiet import quiet_pydicom
@@ -39,7 +40,6 @@ from medgan.io.walk import walk_tree
 __all__ = ["Finding", "phi_scan"]
 
 _CODE_TO_COLUMN = {code: name for name, (code, _) in OPTION_CODES.items()}
-_TEXT_VRS = {"LO", "LT", "PN", "SH", "ST", "UC", "UT"}
 _PSEUDONYMS = {0x00100010, 0x00100020}
 
 
@@ -213,7 +213,7 @@ def _check_original(element, tag, path, actions, columns, name, originals: _Orig
         found.append(Finding(name, "original-value", _where(tag), "still holds its original value"))
     elif element.VR == "UI" and "RetainUIDs" not in columns and set(_values(element)) & originals.uids:
         found.append(Finding(name, "original-uid", _where(tag), "holds an instance UID of the originals"))
-    searched = element.VR in _TEXT_VRS and not (tag in _PSEUDONYMS and not path) and tag not in CODED_VALUES
+    searched = element.VR in TEXT_VRS and not (tag in _PSEUDONYMS and not path) and tag not in CODED_VALUES
     searched = searched and not scrubber.empty
     if searched and any(scrubber.scrub(v) != v for v in _values(element)):
         found.append(Finding(name, "original-identifier", _where(tag), "contains a name or ID of the originals"))
