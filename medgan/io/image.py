@@ -8,6 +8,8 @@ import numpy as np
 import torch
 from monai.data import MetaTensor
 
+from medgan.io.geometry import full_affine
+
 __all__ = ["affine_of", "make_image", "meta_of"]
 
 
@@ -37,11 +39,7 @@ def affine_of(image: Any) -> np.ndarray:
     if affine is None:
         return np.eye(4)
     affine = np.asarray(affine.detach().cpu() if isinstance(affine, torch.Tensor) else affine, dtype=np.float64)
-    if affine.shape == (3, 3):  # a 2D MONAI affine: lift it into 3D
-        lifted = np.eye(4)
-        lifted[:2, :2], lifted[:2, 3] = affine[:2, :2], affine[:2, 2]
-        return lifted
-    return affine
+    return full_affine(affine, 2) if affine.shape == (3, 3) else affine  # a 2D MONAI affine, lifted into 3D
 
 
 def meta_of(image: Any) -> dict[str, Any]:
