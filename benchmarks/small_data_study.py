@@ -447,7 +447,7 @@ def study_overrides(data: str, minutes: float | None, log_every: int, checkpoint
 
 def study_config(config: str, data: str, sets: list[str], seed: int | None = None):
     from medgan.config import load_config
-    from medgan.training.config import TrainConfig
+    from medgan.tasks.config import TrainConfig
 
     base = [f"data.source={data}", "data.window=null"]
     return load_config(TrainConfig, config, [*base, *sets, *([f"seed={seed}"] if seed is not None else [])])
@@ -500,7 +500,7 @@ def untrained_generator(cfg, record: dict, device: torch.device) -> torch.nn.Mod
 
 
 def latest_checkpoint(run_dir: str) -> str | None:
-    from medgan.training.checkpoint import latest_checkpoint as latest
+    from medgan.tasks.checkpoint import latest_checkpoint as latest
 
     with contextlib.suppress(Exception):
         return latest(run_dir)
@@ -1017,7 +1017,7 @@ def evaluate(args, out: str, runs: dict[str, dict], cfg, report: dict, deadline:
 
 def write_figure(path: str, rows: list[torch.Tensor], per_row: int = 8, gap: int = 2) -> None:
     """A grey PNG grid: one row per set (images in 0..1), `gap` white pixels between images."""
-    from medgan.metrics.graphics import png_grey
+    from medgan.io.png import encode_png
 
     height, width = rows[0].shape[1:]
     grid = np.full((len(rows) * (height + gap) - gap, per_row * (width + gap) - gap), 255, np.uint8)
@@ -1026,7 +1026,7 @@ def write_figure(path: str, rows: list[torch.Tensor], per_row: int = 8, gap: int
             y, x = r * (height + gap), c * (width + gap)
             grid[y : y + height, x : x + width] = (image.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
     with open(path + ".partial", "wb") as fh:
-        fh.write(png_grey(grid))
+        fh.write(encode_png(grid))
     os.replace(path + ".partial", path)
 
 
@@ -1131,7 +1131,7 @@ def print_table(report: dict) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from medgan.errors import MedganError
-    from medgan.training.config import RunConfig
+    from medgan.tasks.config import RunConfig
 
     began = time.monotonic()
     out = os.path.abspath(args.out)

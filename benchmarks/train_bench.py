@@ -178,7 +178,7 @@ def default_networks(device: torch.device, steps: int, warmup: int, peak: float 
     latent = cfg.generator.options.get("latent_dim", 512)
     flops = 3 * describe(g, (1, latent))["flops_per_sample"] + 8 * describe(d, (1, 1, *size))["flops_per_sample"]
     del g, d
-    from medgan.data.datasets import write_phantom_pairs
+    from medgan.data.phantom_pairs import write_phantom_pairs
 
     csv = write_phantom_pairs(os.path.join(folder, "images"), count=4, spatial_dims=2, shape=size,
                               spacing_mm=[256.0 / size[0]] * 2)  # fmt: skip

@@ -73,6 +73,8 @@ def load_config(
         source = os.fspath(path)
         data = _merge(data, read_yaml(path))
     data = apply_overrides(data, overrides)
+    # A model may pick a more specific one from the data itself (TrainConfig: the task's own options).
+    model = model.model_for(data) if hasattr(model, "model_for") else model
     try:
         return model.model_validate(data)
     except ValidationError as err:

@@ -34,7 +34,7 @@ def run_demo(data_dir: str, out_dir: str, steps: int = 400) -> list[tuple[str, s
     from medgan.io.geometry import spacing_mm
     from medgan.io.summary import summarize
     from medgan.training import TrainConfig, train
-    from medgan.training.checkpoint import latest_checkpoint
+    from medgan.tasks.checkpoint import latest_checkpoint
 
     os.makedirs(out_dir, exist_ok=True)
     outputs: list[tuple[str, str]] = []

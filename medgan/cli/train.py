@@ -39,7 +39,7 @@ def train(
         raise ConfigError("pass a config with -c (see configs/), or --resume --run-dir DIR")
     cfg = load_config(TrainConfig, config_path, overrides)
     if dry_run:
-        from medgan.training.trainer import check_networks
+        from medgan.tasks.networks import check_networks
 
         check_networks(cfg)  # an unknown network or a size it cannot take fails here too
         click.echo(dump_config(cfg), nl=False)

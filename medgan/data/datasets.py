@@ -1,111 +1,47 @@
-"""Training data from a folder or a CSV of NIfTI/DICOM scans: 2D slices or 3D volumes/patches.
+"""Training data from scan records (`medgan.data.records`): 2D slices or 3D volumes/patches.
 
-    records = find_records("scans/")                       # or "pairs.csv"
-    data = ScanDataset(records, spatial_dims=2, image_size=[256, 256], spacing_mm=[1.0, 1.0])
-    data[(index, seed)]   # {"image": [C, 256, 256] in [-1, 1], ...}; same (index, seed), same sample
+    records = find_records("pairs.csv", task.inputs)
+    data = ScanDataset(records, task.inputs, spatial_dims=2, image_size=[256, 256], spacing_mm=[1.0, 1.0])
+    data[(index, seed)]   # {"image": [C, 256, 256] in [-1, 1], "source": ..., ...}; same (index, seed), same sample
 
-A CSV has a header row; `image` names each scan (a file or a DICOM folder, relative to the
-CSV), and optional columns add a class `label` (integer), a paired `source` image (pix2pix)
-or a `label_map` (label-map-to-image). Scans are read and resampled once, then cached by
-MONAI (`CacheDataset` in memory, `PersistentDataset` on disk). Intensities are windowed to
-[-1, 1]; the window is kept in `data.record` so that generated images go back to HU.
-Paired images are matched to their `image` by position (see `medgan.data.transforms`).
+What a sample holds is what the task declares (`medgan.tasks.Input`): images windowed to
+[-1, 1], label maps and masks as integers, classes as numbers. Scans are read and resampled
+once, then cached by MONAI (`CacheDataset` in memory, `PersistentDataset` on disk). The window is
+kept in `data.record` so that generated images go back to HU. Every other input of a record is
+brought onto its `image`'s voxel grid (see `medgan.data.transforms`).
 
 Unreadable files found by searching a folder are skipped with a warning naming them; a CSV
 row naming a missing or unreadable file is an error naming the CSV line.
 
 Randomness is explicit: a sample is addressed by `(index, seed)` and a random crop is drawn
-from that seed alone, and `StepBatchSampler` derives every batch from (seed, step), so a
-resumed run sees exactly the batches it would have seen.
+from that seed alone (`medgan.data.sampling` derives every batch from (seed, step)).
 """
 
 from __future__ import annotations
 
-import csv
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
 from monai.transforms import Transform
 from torch import Tensor
-from torch.utils.data import DistributedSampler, Sampler
 
-from medgan.data.transforms import LoadScand, UnreadableScan, spacing_of, to_unit
+from medgan.data.records import ORIGIN_KEYS, known_inputs
+from medgan.data.transforms import LoadScand, UnreadableScan, to_unit
 from medgan.errors import ConfigError, InputError, MedganError
-from medgan.io.image import affine_of
+from medgan.io.geometry import STEP_TOLERANCE_VOXELS, axis_directions, spacing_mm
+from medgan.tasks.base import Input
 
-__all__ = ["ScanDataset", "StepBatchSampler", "UnpairedDataset", "find_records", "sample_seed", "write_phantom_pairs"]
+__all__ = ["ScanDataset", "UnpairedDataset"]
 
 log = logging.getLogger(__name__)
 
-IMAGE_KEYS = ("image", "source", "label_map")
-# Where a record came from, for messages; not part of what is loaded (nor of the disk cache's key).
-ORIGIN_KEYS = ("found_in", "csv", "csv_line")
 _FOREGROUND_LEVEL = 0.05  # a voxel is tissue above 5% of the window
 _SKIPPED_NAMED = 10  # skipped files named one by one in the log; the rest are counted
 _FAILED = "medgan_load_error"  # what the in-memory cache holds for a scan that could not be loaded: the error
-
-
-def find_records(source: str) -> list[dict[str, Any]]:
-    """One record per scan: every image under a folder, or the rows of a CSV.
-
-    A folder's records carry `found_in` (the folder), so that files which turn out unreadable
-    are skipped; a CSV's carry `csv` and `csv_line`, so that errors name the line.
-    """
-    if source.lower().endswith(".csv"):
-        return _csv_records(source)
-    from medgan.io import find_images
-
-    found, problems = find_images(source, skip_invalid=True)
-    searched = os.path.isdir(source)
-    records = [{"image": f.source, "image_series": f.series.key if f.series else None} for f in found]
-    if searched:
-        records = [{**r, "found_in": source} for r in records]
-    if not records:
-        detail = f"; {len(problems)} file(s) unreadable, e.g. {problems[0]}" if problems else ""
-        raise InputError(f"no readable NIfTI/DICOM/NRRD/MHA images here{detail}; point data.source elsewhere", source)
-    return records
-
-
-def _csv_records(path: str) -> list[dict[str, Any]]:
-    try:
-        with open(path, newline="", encoding="utf-8") as fh:
-            rows = list(csv.DictReader(fh))
-    except (OSError, UnicodeDecodeError, csv.Error) as err:
-        raise InputError(f"cannot read the CSV ({err})", path=path) from None
-    if not rows or "image" not in rows[0]:
-        raise InputError("a data CSV needs a header row with an 'image' column and at least one row", path=path)
-    folder = os.path.dirname(os.path.abspath(path))
-    records = []
-    for line, row in enumerate(rows, start=2):
-        record: dict[str, Any] = {}
-        for key in IMAGE_KEYS:
-            if row.get(key):
-                record[key] = row[key] if os.path.isabs(row[key]) else os.path.join(folder, row[key])
-                if not os.path.exists(record[key]):
-                    raise InputError(f"line {line}: {key} {record[key]}: no such file or folder", path=path)
-                if row.get(f"{key}_series"):
-                    record[f"{key}_series"] = row[f"{key}_series"]
-        if "image" not in record:
-            raise InputError(f"line {line}: the 'image' column is empty", path=path)
-        if row.get("label"):
-            try:
-                record["label"] = int(row["label"])
-            except ValueError:
-                raise InputError(f"line {line}: label {row['label']!r} is not an integer class", path=path) from None
-            if record["label"] < 0:
-                raise InputError(f"line {line}: label {record['label']} is negative; classes are numbered from 0",
-                                 path=path)  # fmt: skip
-        records.append({**record, "csv": path, "csv_line": line})
-    return records
-
-
-def sample_seed(seed: int, epoch: int, index: int) -> int:
-    """The seed of one sample's random choices (crop position) in one epoch."""
-    return int(np.random.SeedSequence([seed, epoch, index]).generate_state(1)[0])
 
 
 class ScanDataset(torch.utils.data.Dataset):
@@ -114,6 +50,7 @@ class ScanDataset(torch.utils.data.Dataset):
     def __init__(
         self,
         records: Sequence[dict[str, Any]],
+        inputs: Sequence[Input] | None = None,  # what a sample holds (a task's inputs); None: what the records name
         spatial_dims: int = 2,  # 2: slices (or whole 2D images); 3: volumes or patches
         image_size: Sequence[int] = (64, 64),  # voxels per axis of a sample
         spacing_mm: Sequence[float] | None = None,  # resample to this (in-plane for 2D); None keeps the scan's
@@ -123,21 +60,26 @@ class ScanDataset(torch.utils.data.Dataset):
         min_foreground_fraction: float = 0.05,  # 2D: skip slices with less tissue than this
         window: tuple[float, float] | None = None,  # physical units -> [-1, 1]; None: percentiles of the data
         window_percentiles: tuple[float, float] = (0.5, 99.5),
-        source_window: tuple[float, float] | None = None,  # for paired `source` images; None: percentiles
+        source_window: tuple[float, float] | None = None,  # for every other image input; None: percentiles
         crop: str = "random",  # "random" or "center" when a slice/volume is larger than image_size
         cache: str = "memory",  # "memory", "disk" or "none"
         cache_dir: str | None = None,
     ):
         self.spatial_dims, self.image_size = spatial_dims, list(image_size)
         self.slice_axis, self.slab_slices, self.crop = slice_axis, slab_slices, crop
-        keys = [k for k in IMAGE_KEYS if any(k in r for r in records)]
-        loader = LoadScand(keys, spacing_mm, spatial_dims, slice_axis)
+        if inputs is None:
+            inputs = [i for i in known_inputs() if i.key == "image" or any(i.key in r for r in records)]
+        self.inputs = {i.key: i for i in inputs if i.is_file and (i.key == "image" or any(i.key in r for r in records))}
+        self.classes = [i.key for i in inputs if not i.is_file]
+        labels = [k for k, i in self.inputs.items() if i.is_labels]
+        loader = LoadScand(list(self.inputs), spacing_mm, spatial_dims, slice_axis, label_keys=labels)
         self.scans = _cached(records, loader, cache, cache_dir)
         self.kept = _readable(self.scans, records)  # positions in self.scans of the scans that could be read
         records = [records[i] for i in self.kept]
         self.windows = {"image": window or self._percentiles("image", window_percentiles)}
-        if "source" in keys:
-            self.windows["source"] = source_window or self._percentiles("source", window_percentiles)
+        for key, item in self.inputs.items():  # the target has data.window; every other image input source_window
+            if key != "image" and not item.is_labels:
+                self.windows[key] = source_window or self._percentiles(key, window_percentiles)
         self.index = self._build_index(slice_range, min_foreground_fraction)
         if not self.index:
             raise InputError(
@@ -187,48 +129,61 @@ class ScanDataset(torch.utils.data.Dataset):
 
     def _describe(self, records: Sequence[dict[str, Any]]) -> dict[str, Any]:
         """What synthesis needs to write outputs like the training data (spacing, HU, orientation)."""
-        first, meta = self._scan(0)["image"], self._scan(0)["image_meta"]
-        affine = np.asarray(meta["affine"])
+        first = self._scan(0)["image"]
         dims = first.ndim - 1
-        spacing = spacing_of(affine, dims)
-        directions = (affine[:3, :3] / np.linalg.norm(affine[:3, :3], axis=0)).tolist()
-        others = [i for i in range(1, self.num_scans) if not _same_directions(self._scan(i)["image_meta"], directions)]
+        axes = [a for a in range(dims) if not (dims == 3 and self.spatial_dims == 2 and a == self.slice_axis)]
+        grid = self._grid(0, axes)
+        others = [i for i in range(1, self.num_scans)
+                  if not _same_directions(self._scan(i)["image_meta"], grid["directions"])]  # fmt: skip
         if others:  # drawn scans get one orientation: say whose
             log.warning("the training scans differ in orientation (%d of %d differ from %s); scans drawn from this "
                         "model will carry that first scan's orientation and spacing", len(others), self.num_scans,
                         records[0].get("image", "the first scan"))  # fmt: skip
-        axes = [a for a in range(dims) if not (dims == 3 and self.spatial_dims == 2 and a == self.slice_axis)]
-        labels = [int(r["label"]) for r in records if "label" in r]
-        label_maps = [int(self._scan(i)["label_map"].max()) for i in range(self.num_scans) if "label_map" in records[i]]
+        class_key = self.classes[0] if self.classes else None
+        labels = [int(r[class_key]) for r in records if class_key in r]
+        label_maps = [int(self._scan(i)[key].max()) for i in range(self.num_scans)
+                      for key, item in self.inputs.items() if item.kind == "labels" and key in records[i]]  # fmt: skip
         kinds = [_kind(self._scan(i)["image_meta"]) for i in range(self.num_scans)]
         modality, units = _common(kinds)
         num_classes = max(labels) + 1 if labels else 0
-        per_class = [sorted({k for k, r in zip(kinds, records, strict=True) if r.get("label") == c})
-                     for c in range(num_classes)]  # fmt: skip
-        empty = [c for c in range(num_classes) if not per_class[c]]
+        members = [[i for i, r in enumerate(records) if r.get(class_key) == c] for c in range(num_classes)]
+        empty = [c for c in range(num_classes) if not members[c]]
         if empty:  # labels 1 and 2 make classes 0..2: class 0 would be drawn without ever being seen
             log.warning("classes are numbered from 0, and class%s %s ha%s no scans; the generator will learn "
                         "nothing for %s", "es" if len(empty) > 1 else "", ", ".join(map(str, empty)),
                         "ve" if len(empty) > 1 else "s", "them" if len(empty) > 1 else "it")  # fmt: skip
+        sources = [k for k in self.windows if k != "image"]
         return {
             "modality": modality,  # "" when the scans mix modalities (see "modalities")
             "units": units,
             "modalities": sorted({m for m, _ in kinds}),
-            # Per class (conditional): the (modality, units) pairs of its scans; a class may mix several.
-            "class_kinds": [[list(k) for k in kinds_of] for kinds_of in per_class] if labels else None,
+            # Per class (conditional): the (modality, units) pairs of its scans (a class may mix several), and
+            # the voxel grid of its first scan, which scans drawn for that class take.
+            "class_kinds": [[list(k) for k in sorted({kinds[i] for i in m})] for m in members] if labels else None,
+            "class_grids": [self._grid(m[0], axes) if m else None for m in members] if labels else None,
             "window": list(self.windows["image"]),
-            "source_window": list(self.windows["source"]) if "source" in self.windows else None,
+            "source_window": list(self.windows[sources[0]]) if sources else None,
             "spatial_dims": self.spatial_dims,
             "slice_axis": self.slice_axis,
-            "spacing_mm": [spacing[a] for a in axes],
-            "slice_spacing_mm": spacing[self.slice_axis] if len(axes) < dims else None,
-            "directions": [[row[a] for a in range(3)] for row in directions],  # columns: array axes (RAS)
+            **grid,
             "axes": axes,
             "image_channels": first.shape[0],  # of the scans themselves
             "channels": first.shape[0] * self.slab_slices,  # of a sample (a slab stacks slices as channels)
             "num_classes": num_classes,
             "num_labels": max(label_maps) + 1 if label_maps else 0,
             "samples": len(self.index),
+        }
+
+    def _grid(self, scan: int, axes: list[int]) -> dict[str, Any]:
+        """A scan's voxel size along the sample's axes, its slice spacing (2D from 3D) and axis directions (RAS)."""
+        affine = np.asarray(self._scan(scan)["image_meta"]["affine"])
+        dims = self._scan(scan)["image"].ndim - 1
+        spacing = spacing_mm(affine, dims)
+        directions = axis_directions(affine)
+        return {
+            "spacing_mm": [spacing[a] for a in axes],
+            "slice_spacing_mm": spacing[self.slice_axis] if len(axes) < dims else None,
+            "directions": directions.tolist(),  # columns: array axes (RAS)
         }
 
     def __len__(self) -> int:
@@ -239,16 +194,19 @@ class ScanDataset(torch.utils.data.Dataset):
         scan_index, slice_index = self.index[index]
         scan = self._scan(scan_index)
         rng = np.random.default_rng(seed)
-        arrays = {k: self._cut(scan[k], slice_index) for k in IMAGE_KEYS if k in scan and scan[k] is not None}
+        arrays = {k: self._cut(scan[k], slice_index) for k in self.inputs if scan.get(k) is not None}
         offsets = self._offsets(arrays["image"].shape[1:], rng)
         out: dict[str, Tensor] = {}
         for key_name, array in arrays.items():
-            fill = 0 if key_name == "label_map" else None
-            if key_name != "label_map":
+            kind = self.inputs[key_name].kind
+            if kind == "image":
                 array = to_unit(array, *self.windows[key_name])
-            out[key_name] = _crop_or_pad(array, self.image_size, offsets, -1.0 if fill is None else fill)
-        if "label" in scan:
-            out["label"] = torch.tensor(scan["label"], dtype=torch.long)
+            elif kind == "mask":  # any non-zero label is the region
+                array = (array > 0).to(torch.uint8)
+            out[key_name] = _crop_or_pad(array, self.image_size, offsets, -1.0 if kind == "image" else 0)
+        for key_name in self.classes:
+            if key_name in scan:
+                out[key_name] = torch.tensor(scan[key_name], dtype=torch.long)
         return out
 
     def _cut(self, volume: Tensor, slice_index: int) -> Tensor:
@@ -287,9 +245,10 @@ def _crop_or_pad(array: Tensor, size: Sequence[int], offsets: Sequence[int], fil
     return array.contiguous()
 
 
-def _same_directions(meta: dict[str, Any], directions: list[list[float]], tolerance: float = 1e-3) -> bool:
-    affine = np.asarray(meta["affine"], dtype=np.float64)[:3, :3]
-    return bool(np.allclose(affine / np.linalg.norm(affine, axis=0), directions, atol=tolerance))
+def _same_directions(meta: dict[str, Any], directions: list[list[float]]) -> bool:
+    """Whether a scan's axes run along `directions` (to the grid tolerance of `medgan.io.geometry`)."""
+    own = axis_directions(np.asarray(meta["affine"], dtype=np.float64))
+    return bool(np.allclose(own, directions, atol=STEP_TOLERANCE_VOXELS))
 
 
 def _kind(meta: dict[str, Any]) -> tuple[str, str]:
@@ -379,10 +338,11 @@ def _cached(records, loader: LoadScand, cache: str, cache_dir: str | None):
 
 
 class UnpairedDataset(torch.utils.data.Dataset):
-    """CycleGAN's two domains: sample i of A with a seed-chosen sample of B."""
+    """Two unrelated image sets (CycleGAN's domains): sample i of the first with a seed-chosen one of the second,
+    their images under `keys` (the task's domain names)."""
 
-    def __init__(self, a: ScanDataset, b: ScanDataset):
-        self.a, self.b = a, b
+    def __init__(self, a: ScanDataset, b: ScanDataset, keys: Sequence[str] = ("a", "b")):
+        self.a, self.b, self.keys = a, b, tuple(keys)
         self.record = {**a.record, "domain_b": b.record}
 
     def __len__(self) -> int:
@@ -391,76 +351,7 @@ class UnpairedDataset(torch.utils.data.Dataset):
     def __getitem__(self, key: tuple[int, int]) -> dict[str, Tensor]:
         index, seed = key
         partner = int(np.random.default_rng(seed).integers(len(self.b)))
-        return {"a": self.a[(index % len(self.a), seed)]["image"], "b": self.b[(partner, seed ^ 0x5BD1E995)]["image"]}
+        first, second = self.a[(index % len(self.a), seed)], self.b[(partner, seed ^ 0x5BD1E995)]
+        return {self.keys[0]: first["image"], self.keys[1]: second["image"]}
 
 
-class StepBatchSampler(Sampler):
-    """Batches for steps `start_step`, `start_step + 1`, ... of an endless shuffled stream.
-
-    The stream is this rank's share of each epoch (`DistributedSampler`: the same seeded
-    permutation on every rank, cut into disjoint shards), epoch after epoch; a step's batch
-    depends only on (seed, step), which is what makes resuming exact. Each item is
-    `(index, sample_seed)`.
-    """
-
-    def __init__(self, dataset_size: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1,
-                 start_step: int = 0):  # fmt: skip
-        if dataset_size < world_size:
-            raise ConfigError(f"{dataset_size} training samples cannot be shared among {world_size} processes")
-        self.sampler = DistributedSampler(
-            range(dataset_size), num_replicas=world_size, rank=rank, shuffle=True, seed=seed, drop_last=True
-        )
-        self.batch_size, self.seed, self.start_step = batch_size, seed, start_step
-        self._epoch, self._order = -1, []
-
-    def _epoch_order(self, epoch: int) -> list[int]:
-        if epoch != self._epoch:
-            self.sampler.set_epoch(epoch)
-            self._epoch, self._order = epoch, list(self.sampler)
-        return self._order
-
-    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
-        per_epoch = len(self.sampler)
-        step = self.start_step
-        while True:
-            batch = []
-            for position in range(step * self.batch_size, (step + 1) * self.batch_size):
-                epoch, offset = divmod(position, per_epoch)
-                index = self._epoch_order(epoch)[offset]
-                batch.append((index, sample_seed(self.seed, epoch, index)))
-            yield batch
-            step += 1
-
-
-def write_phantom_pairs(
-    folder: str, count: int = 4, spatial_dims: int = 2, shape: Sequence[int] | None = None,
-    spacing_mm: Sequence[float] | None = None, kind: str = "ct_body", seed: int = 0,
-) -> str:  # fmt: skip
-    """Write `count` phantoms with their tissue label maps and a low-dose-like noisy copy as
-    paired data, plus `pairs.csv` (columns image, source, label_map); returns the CSV path.
-
-    Material for pix2pix and label-map-to-image runs when no paired scans are at hand.
-    """
-    from medgan.data.phantoms import PHANTOMS, phantom_labels
-    from medgan.io import write_image
-    from medgan.io.image import make_image
-
-    os.makedirs(folder, exist_ok=True)
-    rows = []
-    for n in range(count):
-        kwargs = {"spatial_dims": spatial_dims, "seed": seed + n, "shape": shape, "spacing_mm": spacing_mm}
-        clean = PHANTOMS.build(kind, **kwargs)
-        noisy = PHANTOMS.build(kind, **kwargs, noise_sd=4 * clean.meta["phantom_params"]["noise_sd"] + 20)
-        labels, _ = phantom_labels(clean.meta["phantom_params"])
-        label_map = make_image(labels[np.newaxis].astype(np.int16), affine_of(clean), {"modality": ""})
-        names = {"image": f"image_{n:03d}.nii.gz", "source": f"noisy_{n:03d}.nii.gz",
-                 "label_map": f"labels_{n:03d}.nii.gz"}  # fmt: skip
-        for key, image in (("image", clean), ("source", noisy), ("label_map", label_map)):
-            write_image(image, os.path.join(folder, names[key]), overwrite=True)
-        rows.append(names)
-    path = os.path.join(folder, "pairs.csv")
-    with open(path, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=["image", "source", "label_map"])
-        writer.writeheader()
-        writer.writerows(rows)
-    return path

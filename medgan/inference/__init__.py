@@ -1,11 +1,17 @@
 """Inference: plain functions that take a checkpoint and write scans.
 
-from medgan.inference import synthesize
-synthesize("runs/ct-00000/checkpoints/step_0010000.pt", count=8, out_dir="synth", format="dicom", seed=3)
+    from medgan.inference import synthesize
+    synthesize("runs/ct-00000/checkpoints/step_0010000.pt", count=8, out_dir="synth", format="dicom", seed=3)
+
+`load.py` loads a checkpoint's generators, `whole_scan.py` runs one over a scan of any size,
+`write.py` writes what it made, and `synthesize.py` puts them together. Nothing here imports
+`medgan.training`: both stand on `medgan.tasks`.
 """
 
 from __future__ import annotations
 
-from medgan.inference.synthesize import FORMATS, load_generators, synthesize
+from medgan.inference.load import Generators, load_generators
+from medgan.inference.synthesize import synthesize
+from medgan.inference.write import FORMATS
 
-__all__ = ["FORMATS", "load_generators", "synthesize"]
+__all__ = ["FORMATS", "Generators", "load_generators", "synthesize"]

@@ -1,39 +1,26 @@
 """Pictures for a self-contained HTML report, with no plotting or imaging library:
-8-bit grey PNGs written with zlib (embedded as base64 data URIs) and small inline SVG charts."""
+8-bit grey PNGs (`medgan.io.png`, embedded as base64 data URIs) and small inline SVG charts."""
 
 from __future__ import annotations
 
 import base64
 import html
-import struct
-import zlib
 from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["COLOURS", "histogram_svg", "png_data_uri", "png_grey", "scatter_svg"]
+from medgan.io.png import encode_png
+
+__all__ = ["COLOURS", "histogram_svg", "png_data_uri", "scatter_svg"]
 
 COLOURS = {"real": "#1f77b4", "fake": "#d62728", "train": "#2ca02c", "heldout": "#1f77b4"}
 _W, _H, _PAD_L, _PAD_B, _PAD_T, _PAD_R = 420, 260, 52, 40, 14, 12
 
 
-def png_grey(image: np.ndarray) -> bytes:
-    """A 2-D uint8 array as a PNG file (colour type 0, 8 bits, no interlace)."""
-    a = np.ascontiguousarray(image, dtype=np.uint8)
-    if a.ndim != 2:
-        raise ValueError(f"png_grey takes a 2-D array; got shape {a.shape}")
-    height, width = a.shape
-    raw = np.concatenate([np.zeros((height, 1), np.uint8), a], axis=1).tobytes()  # filter byte 0 per row
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b"")
-
-
 def png_data_uri(image: np.ndarray) -> str:
-    return "data:image/png;base64," + base64.b64encode(png_grey(image)).decode("ascii")
+    """A 2-D uint8 array as a PNG data URI, for an <img> inside a self-contained HTML page."""
+    png = encode_png(np.ascontiguousarray(image, dtype=np.uint8))
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
 def _nice_ticks(low: float, high: float, count: int = 5) -> list[float]:

@@ -5,36 +5,36 @@ A checkpoint is a dict of tensors, numbers, strings, lists and dicts only, so it
 (StyleGAN's lesson). It is written to a hidden temporary file and renamed, so a run folder
 never holds a half-written one, even if the process dies mid-write.
 
-    {"format_version": 1, "config": {...}, "step": int, "images_seen": int,
+    {"format_version": 1, "config": {...}, "step": int, "images_seen": int, "world_size": int,
      "networks": {name: state_dict}, "ema": {name: state_dict}, "optimizers": {...},
-     "scalers": {...}, "augment": {...}, "rng": [per-rank states], "data_record": {...}}
+     "scalers": {...}, "ranks": [per-rank random, objective and augmentation states],
+     "data_record": {...}}
+
+Training writes them (`medgan.training.run_state` gathers what goes in); inference reads the
+config, the data record and the EMA weights.
 """
 
 from __future__ import annotations
 
 import glob
 import os
-import random
 import re
 from typing import Any
 
-import numpy as np
 import torch
 
 from medgan.errors import ConfigError, InputError
 from medgan.io.atomic import atomic_file
-from medgan.training.config import architecture_of
+from medgan.tasks.config import architecture_of
 
 __all__ = [
     "FORMAT_VERSION",
     "check_compatible",
     "check_same_data",
     "checkpoint_paths",
-    "get_rng_state",
     "latest_checkpoint",
     "load_checkpoint",
     "save_checkpoint",
-    "set_rng_state",
 ]
 
 FORMAT_VERSION = 1
@@ -141,31 +141,3 @@ def _differs(old: Any, new: Any) -> bool:
 def _short(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 120 else text[:117] + "..."
-
-
-def get_rng_state() -> dict[str, Any]:
-    """This process's global random states: torch (CPU and every GPU), numpy and Python."""
-    _, keys, pos, has_gauss, cached = np.random.get_state()
-    return {
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
-        "python": _plain_tuple(random.getstate()),
-    }  # fmt: skip
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-    n = state["numpy"]
-    np.random.set_state(
-        ("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"])
-    )
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-
-
-def _plain_tuple(value: Any) -> Any:
-    return [_plain_tuple(v) for v in value] if isinstance(value, tuple | list) else value

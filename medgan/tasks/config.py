@@ -4,17 +4,24 @@ Every section has defaults, so a YAML file holds only what differs. `docs/traini
 describes every key; the debug and GPU configs in `configs/` are worked examples.
 
     from medgan.config import load_config
-    from medgan.training.config import TrainConfig
+    from medgan.tasks.config import TrainConfig
     cfg = load_config(TrainConfig, "configs/debug_cpu_unconditional.yaml", ["train.steps=20"])
+
+The `loss` section holds the shared adversarial settings and the task's own options: validation
+picks the model for the config's task (`TrainConfig.model_for`), so `cfg.loss` of a pix2pix run has
+`reconstruction_weight` and that of a cyclegan run `cycle_weight`, and neither accepts the other's.
 """
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Mapping
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SerializeAsAny, create_model, field_validator, model_validator
 
 from medgan.config import Section
+from medgan.tasks.base import TASKS
 
 __all__ = [
     "AugmentConfig",
@@ -25,6 +32,7 @@ __all__ = [
     "RunConfig",
     "TrainConfig",
     "architecture_of",
+    "validate_config",
 ]
 
 AUGMENT_OPS = ("flip", "rot90", "translate", "scale", "cutout", "intensity")
@@ -93,26 +101,14 @@ class DataConfig(Section):
 
 
 class LossConfig(Section):
-    """Adversarial loss, regularization and the task's auxiliary terms."""
+    """The objective: adversarial loss and regularization, shared by every task. Each task adds its own
+    options to this section (`medgan.tasks.<task>`'s `Options`, e.g. pix2pix's `reconstruction_weight`,
+    cyclegan's `cycle_weight`); a key of another task's is an error naming the valid ones."""
 
     gan: Literal["logistic", "hinge", "lsgan", "wgan-gp"] = "logistic"  # logistic: non-saturating
     r1_gamma: float = Field(default=0.0, ge=0.0)  # R1 penalty weight on real images; 0 is off
     r1_interval_steps: int = Field(default=16, ge=1)  # lazy R1: every this many steps, scaled up to match
     gp_weight: float = Field(default=10.0, ge=0.0)  # wgan-gp gradient penalty weight
-    reconstruction: Literal["l1", "l2"] = "l1"  # pix2pix / label2image: distance to the paired target
-    reconstruction_weight: float = Field(default=100.0, ge=0.0)
-    cycle_weight: float = Field(default=10.0, ge=0.0)  # cyclegan: A -> B -> A and B -> A -> B
-    identity_weight: float = Field(default=0.5, ge=0.0)  # cyclegan: times cycle_weight, G_ab(b) ~ b
-    image_pool_size: int = Field(default=50, ge=0)  # cyclegan: D also sees earlier fakes from this history; 0 off
-    feature_matching_weight: float = Field(default=0.0, ge=0.0)  # patch discriminators' features (pix2pixHD)
-    perceptual_weight: float = Field(default=0.0, ge=0.0)  # distance in a user-supplied feature network
-    perceptual_network: str | None = None  # your feature network: torch.export .pt2 or TorchScript; never downloaded
-
-    @model_validator(mode="after")
-    def _network_for_weight(self) -> LossConfig:
-        if self.perceptual_weight > 0 and not self.perceptual_network:
-            raise ValueError("perceptual_weight > 0 needs perceptual_network: a .pt2 (torch.export) or TorchScript")
-        return self
 
 
 class AugmentConfig(Section):
@@ -172,14 +168,15 @@ class RunConfig(Section):
 
 
 class TrainConfig(Section):
-    """Everything `medgan train` needs."""
+    """Everything `medgan train` needs. Validate through `load_config` or `validate_config`, which pick the
+    subclass whose `loss` section holds the config's task options (`model_for`)."""
 
-    task: str = "unconditional"  # an objective: unconditional, conditional, pix2pix, cyclegan, label2image
+    task: str = "unconditional"  # a task: unconditional, conditional, pix2pix, label2image, cyclegan, ...
     seed: int = 0
     data: DataConfig = Field(default_factory=DataConfig)
     generator: NetworkConfig = Field(default_factory=lambda: NetworkConfig(name="resgen"))
     discriminator: NetworkConfig = Field(default_factory=lambda: NetworkConfig(name="resnet"))
-    loss: LossConfig = Field(default_factory=LossConfig)
+    loss: SerializeAsAny[LossConfig] = Field(default_factory=LossConfig)
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
     train: RunConfig = Field(default_factory=RunConfig)
@@ -187,11 +184,29 @@ class TrainConfig(Section):
     @field_validator("task")
     @classmethod
     def _known_task(cls, task: str) -> str:
-        from medgan.training.objectives import OBJECTIVES
-
-        if task not in OBJECTIVES:
-            raise ValueError(OBJECTIVES.unknown_message(task))
+        if task not in TASKS:
+            raise ValueError(TASKS.unknown_message(task))
         return task
+
+    @classmethod
+    def model_for(cls, data: Mapping[str, Any]) -> type[TrainConfig]:
+        """The model that validates `data`: this one with the `loss` section of `data`'s task."""
+        task = data.get("task", "unconditional") if isinstance(data, Mapping) else None
+        return _task_config(task) if isinstance(task, str) and task in TASKS else cls
+
+
+@functools.cache
+def _task_config(task: str) -> type[TrainConfig]:
+    options = TASKS.get(task).Options
+    loss = create_model(f"LossConfig_{task}", __base__=(LossConfig, options), __doc__=LossConfig.__doc__)
+    return create_model(f"TrainConfig_{task}", __base__=TrainConfig,
+                        loss=(SerializeAsAny[loss], Field(default_factory=loss)))  # fmt: skip
+
+
+def validate_config(data: Mapping[str, Any]) -> TrainConfig:
+    """A stored or hand-made config dict -> a validated TrainConfig with its task's options (pydantic's
+    ValidationError when it does not fit)."""
+    return TrainConfig.model_for(data).model_validate(data)
 
 
 def architecture_of(config: dict[str, Any]) -> dict[str, Any]:

@@ -8,7 +8,7 @@ distribution, checkpoints, EMA and logging.
 
 from __future__ import annotations
 
-from medgan.training.config import TrainConfig
+from medgan.tasks.config import TrainConfig
 from medgan.training.trainer import train
 
 __all__ = ["TrainConfig", "train"]

@@ -1,37 +1,29 @@
-"""Wiring a config into the parts the loop uses: run folder, data, networks, optimizers.
+"""Wiring a config into the parts the loop uses: run folder, data, augmentation, loader, optimizers.
 
-Each function takes plain values and checks what it can up front, so a bad config fails in
-seconds with one line (an unknown network, a shape a network cannot take, an empty data
-folder) rather than minutes into a run.
+Each function checks what it can up front, so a bad config fails in seconds with one line (an
+empty data folder, a column the task needs) rather than minutes into a run. The networks come from
+`medgan.tasks.networks`, the one recipe training and inference share.
 """
 
 from __future__ import annotations
 
-import inspect
 import os
 import re
 from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.data import DataLoader
 
-from medgan.errors import ConfigError, InputError, OutputError, describe
-from medgan.training.checkpoint import latest_checkpoint
-from medgan.training.config import DataConfig, NetworkConfig, OptimConfig
+from medgan.errors import ConfigError, InputError, OutputError
+from medgan.tasks.base import Task
+from medgan.tasks.checkpoint import latest_checkpoint
+from medgan.tasks.config import DataConfig, OptimConfig, TrainConfig
+from medgan.training.augment import Augment
+from medgan.training.distributed import Dist
 
-__all__ = [
-    "build_dataset",
-    "build_networks",
-    "check_network_names",
-    "load_feature_network",
-    "make_optimizer",
-    "precheck_networks",
-    "resolve_run_dir",
-    "sample_spacing",
-    "to_device",
-]
-
-_TASK_KEYS = {"conditional": "label", "pix2pix": "source", "label2image": "label_map"}
+__all__ = ["build_dataset", "check_creatable", "make_augment", "make_loader", "make_optimizer", "resolve_run_dir",
+           "to_device"]
 
 
 def resolve_run_dir(run_dir: str | None, resume: bool, name: str, root: str = "runs") -> str:
@@ -76,109 +68,68 @@ def _listdir(folder: str) -> list[str]:
     return os.listdir(folder) if os.path.isdir(folder) else []
 
 
-def build_dataset(data: DataConfig, task: str, cache_dir: str) -> Any:
-    """The training set of a task: a `ScanDataset`, or an `UnpairedDataset` of two for cyclegan."""
-    from medgan.data.datasets import ScanDataset, UnpairedDataset, find_records
+def build_dataset(data: DataConfig, task: Task, cache_dir: str) -> Any:
+    """The training set of a task: a `ScanDataset` of the inputs it declares, or, for a task with two
+    domains, an `UnpairedDataset` of `data.source` and `data.source_b`."""
+    from medgan.data.datasets import ScanDataset, UnpairedDataset
+    from medgan.data.records import find_records
 
-    records = find_records(data.source)
-    needed = _TASK_KEYS.get(task)
-    if needed and any(needed not in r for r in records):
-        raise InputError(f"task {task} needs a CSV with a {needed!r} column for every row", path=data.source)
+    records = find_records(data.source, task.inputs)
+    _check_columns(records, task, data.source)
     options = {
         "spatial_dims": data.spatial_dims, "image_size": data.image_size, "spacing_mm": data.spacing_mm,
         "slice_axis": data.slice_axis, "slab_slices": data.slab_slices, "slice_range": data.slice_range,
         "min_foreground_fraction": data.min_foreground_fraction, "window_percentiles": data.window_percentiles,
         "crop": data.crop, "cache": data.cache,
     }  # fmt: skip
-    dataset = ScanDataset(records, window=data.window, source_window=data.source_window,
+    dataset = ScanDataset(records, task.inputs, window=data.window, source_window=data.source_window,
                           cache_dir=os.path.join(cache_dir, "a"), **options)  # fmt: skip
-    if task != "cyclegan":
+    if not task.domains:
         return dataset
     if not data.source_b:
-        raise ConfigError("task cyclegan needs data.source_b: a folder or CSV of the second domain")
-    other = ScanDataset(find_records(data.source_b), window=data.source_window, cache_dir=os.path.join(cache_dir, "b"),
-                        **options)  # fmt: skip
-    return UnpairedDataset(dataset, other)
+        raise ConfigError(f"task {task.name} needs data.source_b: a folder or CSV of the second domain")
+    other = ScanDataset(find_records(data.source_b, task.inputs), task.inputs, window=data.source_window,
+                        cache_dir=os.path.join(cache_dir, "b"), **options)  # fmt: skip
+    return UnpairedDataset(dataset, other, task.domains)
 
 
-def precheck_networks(
-    roles: dict[str, str],
-    sizes: dict[str, dict[str, Any]],
-    generator: NetworkConfig,
-    discriminator: NetworkConfig,
-    spatial_dims: int,
-    image_size: list[int],
-) -> None:
-    """Build the networks on the meta device (no memory, no time) with provisional data sizes, so that options
-    or an image size a network cannot take fail in seconds, before the data is read and cached. Only medgan's
-    own ConfigError counts here: anything that may depend on the real sizes is left to the real build."""
-    with torch.device("meta"):
-        try:
-            build_networks(roles, sizes, generator, discriminator, spatial_dims, image_size, batch_size=1)
-        except ConfigError as err:
-            raise err from None
-        except Exception:  # a layer that cannot be built on meta: the real build checks it
-            return
+def _check_columns(records: list[dict[str, Any]], task: Task, source: str) -> None:
+    """Every record holds the task's required inputs; an optional one is given for every record or none
+    (a batch cannot mix samples with and without it)."""
+    for item in task.inputs:
+        given = [item.key in r for r in records]
+        if item.required and not all(given):
+            raise InputError(f"task {task.name} needs a CSV with a {item.key!r} column for every row", path=source)
+        if not item.required and any(given) and not all(given):
+            line = next(r.get("csv_line", "?") for r, has in zip(records, given, strict=True) if not has)
+            raise InputError(f"line {line} lacks {item.key!r}, which other rows give: task {task.name} takes it "
+                             "for every row or none", path=source)  # fmt: skip
 
 
-def check_network_names(generator: NetworkConfig, discriminator: NetworkConfig) -> None:
-    """Unknown names fail before any data is read (with the registry's did-you-mean)."""
-    from medgan.models import DISCRIMINATORS, GENERATORS
-
-    GENERATORS.get(generator.name)
-    DISCRIMINATORS.get(discriminator.name)
-
-
-def build_networks(
-    roles: dict[str, str],  # network name -> "generator" or "discriminator"
-    sizes: dict[str, dict[str, Any]],  # network name -> sizes the data fixes (channels, classes)
-    generator: NetworkConfig,
-    discriminator: NetworkConfig,
-    spatial_dims: int,
-    image_size: list[int],
-    batch_size: int,
-) -> dict[str, nn.Module]:
-    """Build every network of a task and check that each can take the data's shape."""
-    from medgan.models import DISCRIMINATORS, GENERATORS, build_discriminator, build_generator
-
-    nets = {}
-    for role, kind in roles.items():
-        spec, registry, build = (
-            (generator, GENERATORS, build_generator) if kind == "generator"
-            else (discriminator, DISCRIMINATORS, build_discriminator)
-        )  # fmt: skip
-        known = {"spatial_dims": spatial_dims, "image_size": list(image_size), **sizes[role]}
-        kwargs = _fill(registry.get(spec.name), dict(spec.options), known)
-        try:
-            net = build(spec.name, **kwargs)
-        except (TypeError, ValueError, RuntimeError) as err:
-            raise ConfigError(f"{kind}.options {kwargs}: {describe(err, 160)}") from None
-        _check_shape(net, role, kind, spec.name, sizes[role], spatial_dims, image_size, batch_size)
-        nets[role] = net
-    return nets
+def make_augment(cfg: TrainConfig, record: dict[str, Any], seed: int, device: torch.device) -> Augment:
+    """The discriminator's augmentation (DiffAugment, with ADA when `augment.ada_target` is set)."""
+    a = cfg.augment
+    return Augment(
+        cfg.data.spatial_dims, a.ops, a.p, list(record["spacing_mm"]), ada_target=a.ada_target,
+        ada_speed_images=a.ada_speed_images, translate_fraction=a.translate_fraction, scale_log2_sd=a.scale_log2_sd,
+        cutout_fraction=a.cutout_fraction, brightness_sd=a.brightness_sd, contrast_log2_sd=a.contrast_log2_sd,
+        seed=seed, device=device,
+    )  # fmt: skip
 
 
-def _fill(builder: Any, options: dict[str, Any], known: dict[str, Any]) -> dict[str, Any]:
-    """Add the sizes the data fixes to `options`, where the builder takes them and the user left them out."""
-    params = inspect.signature(builder).parameters
-    for key, value in known.items():
-        if key in params and key not in options:
-            options[key] = value
-    return options
+def make_loader(dataset: Any, cfg: TrainConfig, dist: Dist, start_step: int, device: torch.device) -> DataLoader:
+    """The data stream: batch k depends only on (seed, k), so a resumed run continues it exactly."""
+    from medgan.data.sampling import StepBatchSampler
 
-
-def _check_shape(net, role, kind, name, sizes, spatial_dims, image_size, batch_size) -> None:
-    where = f"{kind} {name!r} ({role})"
-    if getattr(net, "spatial_dims", spatial_dims) != spatial_dims:
-        raise ConfigError(f"{where} is {net.spatial_dims}D but data.spatial_dims is {spatial_dims}")
-    if getattr(net, "kind", None) == "latent" and kind == "generator":
-        if list(net.image_size) != list(image_size):
-            raise ConfigError(f"{where} makes images of size {list(net.image_size)} but data.image_size is "
-                              f"{list(image_size)}; make them agree")  # fmt: skip
-        return
-    channels = sizes.get("in_channels") or sizes.get("num_labels")  # a label-map generator takes one-hot maps
-    if channels is not None and hasattr(net, "check_input_size"):
-        net.check_input_size((batch_size, channels, *image_size))  # raises ConfigError naming the fix
+    sampler = StepBatchSampler(len(dataset), cfg.train.batch_size, cfg.seed, dist.rank, dist.world_size, start_step)
+    return DataLoader(
+        dataset,
+        batch_sampler=sampler,
+        num_workers=cfg.data.num_workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=cfg.data.num_workers > 0,
+        generator=torch.Generator().manual_seed(cfg.seed),  # its own seed: the global RNG stays put
+    )
 
 
 def make_optimizer(params: list[nn.Parameter], lr: float, optim: OptimConfig, device: torch.device):
@@ -186,30 +137,6 @@ def make_optimizer(params: list[nn.Parameter], lr: float, optim: OptimConfig, de
     fused = optim.fused is True or (optim.fused == "auto" and device.type in ("cuda", "cpu"))
     cls = torch.optim.AdamW if optim.optimizer == "adamw" else torch.optim.Adam
     return cls(params, lr=lr, betas=optim.betas, weight_decay=optim.weight_decay, fused=fused or None)
-
-
-def load_feature_network(path: str | None, device: torch.device) -> nn.Module | None:
-    """The user's feature network for the perceptual loss, frozen: a `torch.export` program (`.pt2`,
-    `torch.export.save`) or a TorchScript file (`torch.jit.save`). Nothing is downloaded."""
-    if not path:
-        return None
-    try:
-        if path.endswith(".pt2"):
-            network = torch.export.load(path).module().to(device)  # an exported graph has no train/eval modes
-        else:
-            network = torch.jit.load(path, map_location=device).eval()
-    except (OSError, RuntimeError, ValueError) as err:
-        raise InputError(
-            f"not a loadable feature network (torch.export .pt2 or TorchScript; {describe(err, 120)})", path=path
-        ) from None
-    for param in network.parameters():
-        param.requires_grad_(False)
-    return network
-
-
-def sample_spacing(record: dict[str, Any]) -> list[float]:
-    """Voxel size (mm) along each axis of a training sample, for augmentations that think in mm."""
-    return list(record["spacing_mm"])
 
 
 def to_device(batch: dict[str, torch.Tensor], device: torch.device, layout: torch.memory_format) -> dict:

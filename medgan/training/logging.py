@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from medgan.errors import MedganError
-from medgan.inference.png import encode_png, to_uint8
+from medgan.io.png import encode_png, to_uint8
 from medgan.training.events import EventWriter
 
 __all__ = ["RunLogger", "Stats", "TrainingDiverged", "sample_grid"]

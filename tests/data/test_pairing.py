@@ -13,7 +13,8 @@ import pytest
 import torch
 from nibabel.orientations import apply_orientation, axcodes2ornt, inv_ornt_aff, io_orientation, ornt_transform
 
-from medgan.data.datasets import ScanDataset, find_records
+from medgan.data.datasets import ScanDataset
+from medgan.data.records import find_records
 from medgan.data.transforms import LoadScand
 from medgan.errors import InputError
 
@@ -48,7 +49,7 @@ def head(tmp_path_factory):
 
 def load(**record):
     keys = [k for k in ("image", "source", "label_map") if k in record]
-    return LoadScand(keys, None, 3)(record)
+    return LoadScand(keys, None, 3, label_keys=["label_map"])(record)
 
 
 @pytest.mark.parametrize("stored", ["LAS", "PSR"])
@@ -124,7 +125,7 @@ def test_a_pair_that_does_not_overlap_in_space_is_refused_naming_both_files_and_
     flat = tmp_path / "flat.nii.gz"
     nib.Nifti1Image(np.asarray(moved.dataobj)[:, :, 0], moved.affine).to_filename(str(flat))
     with pytest.raises(InputError, match="both 2D or both 3D"):
-        LoadScand(["image", "label_map"], None, 2)({"image": head["RAS"], "label_map": str(flat)})
+        LoadScand(["image", "label_map"], None, 2, label_keys=["label_map"])({"image": head["RAS"], "label_map": str(flat)})
 
 
 def test_a_label_map_with_fractional_values_is_refused_as_an_intensity_image(tmp_path, head):

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from medgan.config import load_config
+from medgan.tasks.checkpoint import latest_checkpoint
 from medgan.training import TrainConfig, train
-from medgan.training.checkpoint import latest_checkpoint
 
 REPO = Path(__file__).resolve().parents[2]
 SHORT = ["train.steps=3", "train.log_every_steps=3", "train.sample_every_steps=3", "train.checkpoint_every_steps=3",
@@ -47,7 +47,7 @@ def conditional_checkpoint(tmp_path_factory) -> str:
 @pytest.fixture(scope="session")
 def pix2pix_checkpoint(tmp_path_factory) -> tuple[str, str]:
     """A 2D pix2pix checkpoint and the folder of phantom pairs it was trained on."""
-    from medgan.data.datasets import write_phantom_pairs
+    from medgan.data.phantom_pairs import write_phantom_pairs
 
     folder = tmp_path_factory.mktemp("pairs")
     csv = write_phantom_pairs(str(folder), count=2, spatial_dims=3, shape=(64, 64, 6), spacing_mm=(4.0, 4.0, 5.0))
@@ -72,7 +72,7 @@ def mixed_class_checkpoint(tmp_path_factory) -> str:
 @pytest.fixture(scope="session")
 def label2image_checkpoint(tmp_path_factory) -> tuple[str, str]:
     """A 2D label-map-to-image checkpoint and the folder of phantom pairs (label maps 0..7) it was trained on."""
-    from medgan.data.datasets import write_phantom_pairs
+    from medgan.data.phantom_pairs import write_phantom_pairs
 
     folder = tmp_path_factory.mktemp("label_pairs")
     csv = write_phantom_pairs(str(folder), count=2, spatial_dims=3, shape=(64, 64, 6), spacing_mm=(4.0, 4.0, 5.0))

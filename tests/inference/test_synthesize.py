@@ -109,7 +109,7 @@ def test_image_to_image_checkpoints_translate_whole_scans_slice_by_slice(pix2pix
 def test_cyclegan_outputs_are_labelled_and_windowed_as_domain_b(cyclegan_checkpoint, tmp_path):
     import torch
 
-    from medgan.inference.png import to_uint8
+    from medgan.io.png import to_uint8
 
     record = torch.load(cyclegan_checkpoint, weights_only=True)["data_record"]
     assert (record["modality"], record["domain_b"]["modality"]) == ("CT", "MR")

@@ -9,7 +9,7 @@ import torch
 import torch.distributed as dist
 
 from medgan.config import load_config
-from medgan.data.datasets import write_phantom_pairs
+from medgan.data.phantom_pairs import write_phantom_pairs
 from medgan.training import TrainConfig, train
 
 out, pairs, repo = sys.argv[1], sys.argv[2], sys.argv[3]

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from medgan.config import load_config
-from medgan.training.config import TrainConfig
+from medgan.tasks.config import TrainConfig
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -25,7 +25,7 @@ def _in_repo(monkeypatch) -> None:
 @pytest.fixture(scope="session")
 def phantom_pairs(tmp_path_factory) -> str:
     """pairs.csv with four 2D phantom CT slices, their noisy copies and tissue label maps."""
-    from medgan.data.datasets import write_phantom_pairs
+    from medgan.data.phantom_pairs import write_phantom_pairs
 
     return write_phantom_pairs(str(tmp_path_factory.mktemp("pairs")), count=4, spatial_dims=2)
 

@@ -10,8 +10,8 @@ import sys
 import pytest
 import torch
 
-from medgan.training.checkpoint import checkpoint_paths, load_checkpoint
-from medgan.training.objectives import LatentGAN
+from medgan.tasks.checkpoint import checkpoint_paths, load_checkpoint
+from medgan.training.objectives.latent import LatentGAN
 
 CONFIG = "configs/debug_cpu_unconditional.yaml"
 SHORT = ("--set", "train.steps=2", "--set", "train.log_every_steps=2", "--set", "train.sample_every_steps=2",
@@ -43,14 +43,31 @@ def test_dry_run_prints_the_resolved_config(run_cli):
         (["data.image_size=[20,20]"], ["image_size", "4 * 2^n"]),  # a latent generator cannot make 20x20
         (["task=pix2pix2"], ["unknown task", "pix2pix"]),
         (["generator.options.channels=8"], ["no argument 'channels'"]),
-        (["loss.perceptual_weight=1"], ["perceptual_network"]),
-        (["loss.perceptual_weight=1", "loss.perceptual_network=missing.pt"], ["missing.pt", "feature network"]),
         (["augment.ops=[hue]"], ["unknown augmentation 'hue'"]),
+        # Options of another task are refused by name, with the ones this task takes (they were dropped before).
+        (["loss.cycle_weight=5"], ["unknown key 'loss.cycle_weight'", "valid keys: gan, r1_gamma"]),
     ],
 )
 def test_bad_config_is_one_line_and_exit_2(run_cli, tmp_path, overrides, expected):
     args = [a for o in overrides for a in ("--set", o)]
     status, _, err = run_cli("train", "-c", CONFIG, "--run-dir", tmp_path / "run", *SHORT, *args)
+    one_line_error(status, err, *expected)
+    assert not os.path.exists(tmp_path / "run" / "checkpoints")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (["loss.perceptual_weight=1"], ["perceptual_network"]),
+        (["loss.perceptual_weight=1", "loss.perceptual_network=missing.pt"], ["missing.pt", "feature network"]),
+        (["loss.cycle_weight=5"], ["unknown key 'loss.cycle_weight'", "reconstruction_weight", "perceptual_network"]),
+    ],
+)
+def test_a_task_option_that_does_not_fit_is_one_line_and_exit_2(run_cli, tmp_path, phantom_pairs, overrides,
+                                                                  expected):  # fmt: skip
+    args = [a for o in (f"data.source={phantom_pairs}", *overrides) for a in ("--set", o)]
+    status, _, err = run_cli("train", "-c", "configs/debug_cpu_pix2pix.yaml", "--run-dir", tmp_path / "run", *SHORT,
+                             *args)  # fmt: skip
     one_line_error(status, err, *expected)
     assert not os.path.exists(tmp_path / "run" / "checkpoints")
 

@@ -10,7 +10,8 @@ import shutil
 import pytest
 from test_cli_train import SHORT, one_line_error
 
-from medgan.data.datasets import ScanDataset, find_records
+from medgan.data.datasets import ScanDataset
+from medgan.data.records import find_records
 from medgan.errors import InputError
 
 CT = "sample_data/ct_body_3d.nii.gz"  # the tests run from the repository root (conftest)

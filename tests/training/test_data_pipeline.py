@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from medgan.data.datasets import ScanDataset, StepBatchSampler, find_records
+from medgan.data.datasets import ScanDataset
+from medgan.data.records import find_records
+from medgan.data.sampling import StepBatchSampler
 from medgan.data.transforms import from_unit, resample, to_unit
 from medgan.errors import InputError
 from medgan.io import write_image

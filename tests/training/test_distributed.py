@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from medgan.training.checkpoint import checkpoint_paths, load_checkpoint
+from medgan.tasks.checkpoint import checkpoint_paths, load_checkpoint
 
 HERE = Path(__file__).resolve().parent
 

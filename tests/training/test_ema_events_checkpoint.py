@@ -13,17 +13,11 @@ import pytest
 import torch
 
 from medgan.errors import ConfigError, InputError
-from medgan.inference.png import encode_png
-from medgan.training.checkpoint import (
-    check_compatible,
-    checkpoint_paths,
-    get_rng_state,
-    load_checkpoint,
-    save_checkpoint,
-    set_rng_state,
-)
+from medgan.io.png import encode_png
+from medgan.tasks.checkpoint import check_compatible, checkpoint_paths, load_checkpoint, save_checkpoint
 from medgan.training.ema import EMA, ema_beta
 from medgan.training.events import EventWriter, crc32c, read_events
+from medgan.training.run_state import get_rng_state, set_rng_state
 
 
 def test_ema_halves_the_old_share_every_halflife():

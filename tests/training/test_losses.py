@@ -101,7 +101,7 @@ def test_feature_loss_uses_the_given_network_and_trains_only_through_the_output(
 
 
 def test_the_image_pool_passes_fakes_until_full_then_swaps_half_and_resumes_exactly():
-    from medgan.training.objectives import ImagePool
+    from medgan.training.objectives.cyclegan import ImagePool
 
     pool = ImagePool(4, seed=0)
     first = torch.arange(4.0).view(4, 1, 1, 1).expand(4, 1, 2, 2)

@@ -66,7 +66,8 @@ def test_resume_after_the_class_count_changed_names_the_parameter(run_cli, tmp_p
 
 
 def test_classes_without_scans_are_warned_about(tmp_path, caplog):
-    from medgan.data.datasets import ScanDataset, find_records
+    from medgan.data.datasets import ScanDataset
+    from medgan.data.records import find_records
 
     repo = os.getcwd()
     (tmp_path / "one_based.csv").write_text(f"image,label\n{repo}/sample_data/ct_body_3d.nii.gz,1\n"
@@ -95,7 +96,8 @@ def test_scans_of_different_orientations_are_warned_about(tmp_path, real_series,
     """Scans drawn from noise carry one orientation: a mix of axial and oblique series is said."""
     import logging
 
-    from medgan.data.datasets import ScanDataset, find_records
+    from medgan.data.datasets import ScanDataset
+    from medgan.data.records import find_records
 
     for variant in ("axial", "oblique"):
         os.symlink(real_series(variant).folder, tmp_path / variant)

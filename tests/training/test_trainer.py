@@ -8,10 +8,12 @@ import os
 import pytest
 import torch
 
-from medgan.data.datasets import ScanDataset, find_records
+from medgan.data.datasets import ScanDataset
+from medgan.data.records import find_records
 from medgan.models import build_discriminator, build_generator
+from medgan.tasks import TASKS
+from medgan.tasks.checkpoint import checkpoint_paths, load_checkpoint
 from medgan.training import losses, train
-from medgan.training.checkpoint import checkpoint_paths, load_checkpoint
 from medgan.training.events import read_events
 from medgan.training.logging import TrainingDiverged
 from medgan.training.objectives import OBJECTIVES
@@ -22,7 +24,8 @@ QUIET = ("train.log_every_steps=2", "train.sample_every_steps=100", "train.tenso
 
 def test_a_few_steps_lower_the_losses_on_a_fixed_batch(phantom_pairs):
     torch.manual_seed(0)
-    data = ScanDataset(find_records(phantom_pairs), image_size=[16, 16], spacing_mm=[16.0, 16.0],
+    data = ScanDataset(find_records(phantom_pairs), TASKS.get("pix2pix").inputs, image_size=[16, 16],
+                       spacing_mm=[16.0, 16.0],
                        window=(-1000.0, 1000.0), source_window=(-1000.0, 1000.0))  # fmt: skip
     batch = torch.utils.data.default_collate([data[(i, 0)] for i in range(4)])
     nets = {"G": build_generator("unet", in_channels=1, channels=8, max_channels=16, depth=3),
@@ -76,7 +79,7 @@ def test_two_n_steps_equal_n_then_resume_then_n(task, tiny_config, tmp_path):
 def test_a_time_limit_stops_with_a_checkpoint_and_resume_finishes_as_if_uninterrupted(
     tiny_config, tmp_path, monkeypatch
 ):
-    import medgan.training.trainer as trainer
+    import medgan.training.stopping as stopping
 
     common = (*QUIET, "train.checkpoint_every_steps=100", "optim.lr_decay_start=null")
     train(tiny_config("unconditional", *common, "train.steps=9"), run_dir=str(tmp_path / "straight"))
@@ -86,7 +89,7 @@ def test_a_time_limit_stops_with_a_checkpoint_and_resume_finishes_as_if_uninterr
         clock["now"] += 1.0
         return clock["now"]
 
-    monkeypatch.setattr(trainer, "_clock", tick)
+    monkeypatch.setattr(stopping, "clock", tick)
     limited = tiny_config("unconditional", *common, "train.steps=9", "train.time_limit_minutes=0.06")  # 3.6 s
     train(limited, run_dir=str(tmp_path / "limited"))
     stopped = [os.path.basename(p) for p in checkpoint_paths(str(tmp_path / "limited"))]
@@ -162,18 +165,14 @@ def test_a_nan_loss_stops_the_run_naming_the_step_and_writes_no_later_checkpoint
 )
 def test_gpu_configs_validate_and_their_networks_take_their_image_size(name):
     from medgan.config import load_config
-    from medgan.training import build
-    from medgan.training.config import TrainConfig
-    from medgan.training.objectives import OBJECTIVES
+    from medgan.tasks.config import TrainConfig
+    from medgan.tasks.networks import build_task_networks
 
     cfg = load_config(TrainConfig, f"configs/{name}.yaml")
     record = {"channels": 1, "num_classes": 0, "num_labels": 8, "domain_b": {"channels": 1}}
-    task = OBJECTIVES.get(cfg.task)
-    sizes = task.func.network_kwargs(record, **task.keywords)
     with torch.device("meta"):  # shapes only: no memory for full-size weights
-        nets = build.build_networks(task.func.ROLES, sizes, cfg.generator, cfg.discriminator, cfg.data.spatial_dims,
-                                    cfg.data.image_size, cfg.train.batch_size)  # fmt: skip
-    assert set(nets) == set(task.func.ROLES)
+        nets = build_task_networks(cfg, record, batch_size=cfg.train.batch_size)
+    assert set(nets) == set(TASKS.get(cfg.task).roles)
 
 
 def test_variants_wgan_gp_bf16_channels_last_disk_cache_and_workers(tiny_config, tmp_path):

@@ -1,0 +1,98 @@
+"""What a task is, declared once: the inputs it reads, the networks it trains, what its generator makes.
+
+A `Task` is a declaration, not training code. Datasets read its inputs, the network builder its
+roles and sizes, the config its options model, and inference its generator input and output
+description; the training objective that gives the task its losses (`medgan.training.objectives`)
+is registered under the same name. Nothing outside a task's own module switches on its name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+from torch import Tensor
+
+from medgan.config import Section
+from medgan.registry import Registry
+
+__all__ = ["TASKS", "Input", "NoOptions", "Task"]
+
+InputKind = Literal["image", "labels", "mask", "class"]
+
+
+@dataclass(frozen=True)
+class Input:
+    """One thing a task reads per sample: a batch key and the CSV column of the same name.
+
+    kind: "image" (intensities, windowed to [-1, 1]), "labels" (an integer label map, resampled by
+    nearest label, counted into the record's `num_labels`), "mask" (an integer map whose non-zero voxels
+    are the region; resampled by nearest label, not counted) or "class" (an integer CSV value, not a file).
+    required: every CSV row must fill it; an optional one is used where given.
+    """
+
+    key: str
+    kind: InputKind = "image"
+    required: bool = True
+
+    @property
+    def is_file(self) -> bool:
+        return self.kind != "class"
+
+    @property
+    def is_labels(self) -> bool:
+        """Resampled by nearest label, padded with 0, never windowed."""
+        return self.kind in ("labels", "mask")
+
+
+class NoOptions(Section):
+    """A task without options of its own."""
+
+
+class Task:
+    """The declaration every task makes. Subclasses set the class attributes and override what differs."""
+
+    name: ClassVar[str]
+    roles: ClassVar[dict[str, str]] = {"G": "generator", "D": "discriminator"}  # network -> player
+    generator_kinds: ClassVar[tuple[str, ...]] = ()  # which registered generators fit (their `kind`)
+    inputs: ClassVar[tuple[Input, ...]] = (Input("image"),)
+    # Unpaired tasks read one image set per domain, `data.source` and `data.source_b`; batches hold each
+    # domain's images under these keys. Empty for tasks whose samples come from one set.
+    domains: ClassVar[tuple[str, ...]] = ()
+    output_network: ClassVar[str] = "G"  # the generator inference runs
+    # What that generator reads at inference: None when it draws from noise; else the inputs it
+    # translates (windowed images, label maps, masks), all on one voxel grid.
+    translates: ClassVar[tuple[str, ...] | None] = None
+    Options: ClassVar[type[Section]] = NoOptions  # its own settings, in the config's `loss` section
+
+    def network_sizes(self, record: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+        """Per network: the sizes the data fixes (channels, classes, labels), filled into builders that take them."""
+        raise NotImplementedError
+
+    def output_record(self, record: Mapping[str, Any]) -> Mapping[str, Any]:
+        """The data record of what `output_network` makes (modality, units, window, geometry)."""
+        return record
+
+    def input_window(self, record: Mapping[str, Any], key: str) -> tuple[float, float]:
+        """The intensity window an image input was normalized with in training."""
+        return tuple(record["source_window"] if key != "image" else record["window"])
+
+    def generator_input(self, inputs: Mapping[str, Tensor], generator: Any) -> Tensor:
+        """What the generator is called on, from the batch's inputs (images in [-1, 1], integer maps)."""
+        raise NotImplementedError(f"task {self.name} draws from noise")
+
+    def finish(self, output: Tensor, inputs: Mapping[str, Tensor]) -> Tensor:
+        """The task's final image from the generator's output (a composite for inpainting)."""
+        return output
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """The CSV columns this task reads (besides `<key>_series` for DICOM folders of several series)."""
+        return tuple(i.key for i in self.inputs)
+
+    def generators(self) -> dict[str, str]:
+        return {name: kind for name, kind in self.roles.items() if kind == "generator"}
+
+
+TASKS: Registry = Registry("task")  # name -> the Task instance that declares it
