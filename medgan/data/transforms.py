@@ -23,12 +23,21 @@ from monai.transforms import Transform
 from torch import Tensor
 
 from medgan.errors import InputError
+from medgan.io.geometry import (
+    GridMismatch,
+    compare_grids,
+    describe_grid,
+    full_affine,
+    reorient_like,  # imported by inference until the lead switches it
+    respaced_affine,
+    spacing_mm,
+)
+from medgan.io.geometry import spacing_mm as spacing_of  # imported by datasets until the lead switches it
 from medgan.io.image import affine_of, meta_of
 
 __all__ = [
     "LoadScand",
     "UnreadableScan",
-    "describe_grid",
     "from_unit",
     "onto_grid",
     "reorient_like",
@@ -38,17 +47,11 @@ __all__ = [
     "to_unit",
 ]
 
-GRID_TOLERANCE_VOXELS = 0.01  # two grids whose voxel centres agree this closely are the same grid
 _CHUNK_VOXELS = 1 << 22  # resampling works through the reference grid this many voxels at a time
 
 
 class UnreadableScan(InputError):
     """A scan that cannot be read at all (missing, corrupt, not an image); a folder search skips it."""
-
-
-def spacing_of(affine: np.ndarray, spatial_dims: int) -> list[float]:
-    """Voxel size (mm) along each array axis: the lengths of the affine's columns."""
-    return [float(v) for v in np.linalg.norm(np.asarray(affine)[:3, :spatial_dims], axis=0)]
 
 
 def target_spacing(
@@ -96,77 +99,23 @@ def from_unit(x: Tensor, low: float, high: float) -> Tensor:
     return (x.float().clamp(-1.0, 1.0) + 1.0) / 2.0 * (high - low) + low
 
 
-def full_affine(affine: np.ndarray, spatial_dims: int) -> np.ndarray:
-    """A 4x4 RAS affine whose third column is usable for a 2D image too (unit length, normal to the plane)."""
-    full = np.array(affine, dtype=np.float64)
-    if spatial_dims == 2 and np.linalg.norm(full[:3, 2]) < 1e-6:
-        normal = np.cross(full[:3, 0], full[:3, 1])
-        full[:3, 2] = normal / np.linalg.norm(normal)
-    return full
-
-
-def describe_grid(shape: Sequence[int], affine: np.ndarray) -> str:
-    """A voxel grid in a few words: '181x217x181 voxels of 1x1x1 mm, RAS, first voxel at (-90, -126, -72) mm'
-    ('RAS oblique' when an axis does not run along a patient axis)."""
-    from medgan.io.geometry import orientation_code
-
-    dims = len(shape)
-    affine = full_affine(affine, dims)
-    spacing = spacing_of(affine, dims)
-    units = affine[:3, :dims] / np.maximum(np.asarray(spacing), 1e-12)
-    aligned = np.allclose(np.abs(units).max(axis=0), 1.0, atol=1e-3)
-    codes = orientation_code(affine)[:dims] + ("" if aligned else " oblique")
-    origin = ", ".join(f"{v:.4g}" for v in affine[:3, 3])
-    return f"{'x'.join(str(n) for n in shape)} voxels of {'x'.join(f'{v:.4g}' for v in spacing)} mm, {codes}, " \
-        f"first voxel at ({origin}) mm"  # fmt: skip
-
-
-def _as_3d(shape: Sequence[int]) -> list[int]:
-    return [*shape, *[1] * (3 - len(shape))]
-
-
-def _axis_map(voxel_map: np.ndarray, shape: Sequence[int], other_shape: Sequence[int]):
-    """(permutation, signs) when `voxel_map` (reference voxel -> other voxel) only reorders and
-    reverses axes of grids of the same size, to within GRID_TOLERANCE_VOXELS; None otherwise."""
-    shape, other_shape = _as_3d(shape), _as_3d(other_shape)
-    linear = voxel_map[:3, :3]
-    perm = np.abs(linear).argmax(axis=0)  # reference axis a runs along the other's axis perm[a]
-    if sorted(perm.tolist()) != [0, 1, 2]:
-        return None
-    signs = np.sign(linear[perm, [0, 1, 2]])
-    ideal = np.zeros((4, 4))
-    ideal[3, 3] = 1.0
-    for a, b in enumerate(perm):
-        if other_shape[b] != shape[a]:
-            return None
-        ideal[b, a] = signs[a]
-        ideal[b, 3] = 0.0 if signs[a] > 0 else other_shape[b] - 1
-    corners = np.array([[i * (n - 1) for i, n in zip(bits, shape, strict=True)] + [1.0]
-                        for bits in np.ndindex(2, 2, 2)]).T  # fmt: skip
-    if np.abs((voxel_map - ideal) @ corners).max() > GRID_TOLERANCE_VOXELS:
-        return None
-    return perm.tolist(), signs.tolist()
-
-
 def onto_grid(
     array: Tensor, affine: np.ndarray, shape: Sequence[int], reference_affine: np.ndarray, labels: bool = False
 ) -> Tensor | None:
     """`array` (`[C, *spatial]`, RAS `affine`) on the reference grid (`shape`, `reference_affine`).
 
-    The same grid in another storage order is permuted and flipped exactly (no interpolation);
-    any other grid is resampled: nearest label for label maps, linear otherwise, voxels outside
-    the array's field of view taking 0 (label maps) or the array's minimum. None when the two
-    fields of view do not overlap at all.
+    The same grid in another storage order (`medgan.io.geometry.compare_grids`) is permuted and
+    flipped exactly (no interpolation); any other grid is resampled: nearest label for label maps,
+    linear otherwise, voxels outside the array's field of view taking 0 (label maps) or the array's
+    minimum. None when the two fields of view do not overlap at all.
     """
+    try:
+        return compare_grids(array.shape[1:], affine, shape, reference_affine).apply(array)
+    except GridMismatch:
+        pass
     dims = array.ndim - 1
-    voxel_map = np.linalg.inv(full_affine(affine, dims)) @ full_affine(reference_affine, dims)
-    mapping = _axis_map(voxel_map, shape, array.shape[1:])
-    if mapping is not None:
-        perm, signs = mapping
-        out = array.permute(0, *[1 + b for b in perm[:dims]])
-        flips = [1 + a for a in range(dims) if signs[a] < 0]
-        return (out.flip(flips) if flips else out).contiguous()
-    have, want = _as_3d(array.shape[1:]), _as_3d(shape)
+    voxel_map = np.linalg.inv(full_affine(affine, dims)) @ full_affine(reference_affine, dims)  # reference -> array
+    have, want = [*array.shape[1:], *[1] * (3 - dims)], [*shape, *[1] * (3 - dims)]
     volume = array.reshape(1, array.shape[0], *have).float()
     fill = 0.0 if labels else float(array.min())
     linear, offset = torch.as_tensor(voxel_map[:3, :3]), torch.as_tensor(voxel_map[:3, 3])
@@ -190,38 +139,10 @@ def onto_grid(
     return out.round().to(array.dtype) if labels else out
 
 
-def reorient_like(
-    array: Tensor, affine: np.ndarray, directions: Sequence[Sequence[float]]
-) -> tuple[Tensor, np.ndarray]:
-    """Permute and flip the axes of `array` (exactly, no interpolation) so that they run as nearly
-    as possible along `directions` (3x3, columns: the wanted array axes in RAS); returns the array
-    and its new affine. Scans then reach a network in the storage order it was trained on."""
-    dims = array.ndim - 1
-    full = full_affine(affine, dims)
-    unit = full[:3, :3] / np.linalg.norm(full[:3, :3], axis=0)
-    wanted = np.asarray(directions, dtype=np.float64)
-    similarity = np.abs(wanted[:, :dims].T @ unit[:, :dims])  # [wanted axis, own axis]
-    perm = [int(b) for b in np.argmax(similarity, axis=1)]
-    if sorted(perm) != list(range(dims)):
-        return array, full
-    signs = [1.0 if wanted[:, a] @ unit[:, b] >= 0 else -1.0 for a, b in enumerate(perm)]
-    new = np.eye(4)
-    new[:3, 3] = full[:3, 3]
-    for a, b in enumerate(perm):
-        new[:3, a] = full[:3, b] * signs[a]
-        if signs[a] < 0:
-            new[:3, 3] += full[:3, b] * (array.shape[1 + b] - 1)
-    if dims == 2:
-        new[:3, 2] = full[:3, 2]
-    out = array.permute(0, *[1 + b for b in perm])
-    flips = [1 + a for a in range(dims) if signs[a] < 0]
-    return (out.flip(flips) if flips else out).contiguous(), new
-
-
 class LoadScand(Transform):
     """Read each image key of a record (`medgan.io.read_image`) and resample it to a target spacing.
 
-    Image keys become float32 tensors `[C, *spatial]` in physical units (`label_keys` stay integer,
+    Image keys become float32 tensors `[C, *spatial]` in physical units (`label_map` stays integer,
     resampled by nearest label) and `<key>_meta` holds the new RAS affine (nested lists), modality
     and units: plain data, so MONAI's `PersistentDataset` stores it on disk as it is. The
     record's other keys (a class `label`) pass through. The first key present (the `image`) fixes
@@ -235,12 +156,10 @@ class LoadScand(Transform):
         spacing_mm: Sequence[float] | None = None,  # wanted spacing: in-plane for 2D training
         train_dims: int = 2,
         slice_axis: int = 2,
-        label_keys: Sequence[str] = (),  # keys holding integer label maps or masks: kept integer, nearest label
     ):
         self.image_keys = tuple(image_keys)
         self.spacing_mm = None if spacing_mm is None else list(spacing_mm)
         self.train_dims, self.slice_axis = train_dims, slice_axis
-        self.label_keys = frozenset(label_keys)
 
     def __call__(self, record: Mapping[str, Any]) -> dict[str, Any]:
         out = dict(record)
@@ -256,7 +175,7 @@ class LoadScand(Transform):
             if dims < self.train_dims:
                 raise InputError("a 2D image cannot feed 3D training; set data.spatial_dims=2 or remove it", path=path)
             affine = full_affine(affine_of(image), dims)
-            is_labels = key in self.label_keys
+            is_labels = key == "label_map"
             array = image.as_tensor()
             if is_labels:
                 _check_labels(array, path)
@@ -265,14 +184,10 @@ class LoadScand(Transform):
                 reference = (key, path, tuple(array.shape[1:]), affine)
             else:
                 array, affine = _pair(array, affine, key, path, reference, is_labels)
-            spacing = spacing_of(affine, dims)
+            spacing = spacing_mm(affine, dims)
             target = target_spacing(spacing, self.spacing_mm, self.train_dims, self.slice_axis)
             array = resample(array, spacing, target, labels=is_labels)
-            directions = affine[:3, :dims] / np.asarray(spacing)
-            new_affine = affine.copy()
-            new_affine[:3, :dims] = directions * np.asarray(target)
-            # Same field of view: the first voxel's centre moves by half the change in voxel size.
-            new_affine[:3, 3] += directions @ (0.5 * (np.asarray(target) - np.asarray(spacing)))
+            new_affine = respaced_affine(affine, target)  # the same field of view
             meta = meta_of(image)
             out[key] = array.contiguous()
             out[f"{key}_meta"] = {"affine": new_affine.tolist(), "modality": str(meta.get("modality") or ""),
