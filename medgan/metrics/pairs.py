@@ -3,7 +3,7 @@
 The CSV has a header with the columns `reference` and `test`, and optionally `mask` (nonzero
 voxels are scored); paths are relative to the CSV's folder. The test image and the mask must lie
 on the reference's voxel grid; one stored in another voxel order is reordered onto it exactly
-(`medgan.metrics.grid`), any other grid is refused.
+(`medgan.metrics.grid`, with `medgan.io.geometry.compare_grids`), any other grid is refused.
 
     reference,test,mask
     clean/case01.nii.gz,enhanced/case01.nii.gz,masks/case01.nii.gz
@@ -28,9 +28,10 @@ import torch
 from medgan import __version__
 from medgan.errors import ConfigError, InputError
 from medgan.io.atomic import check_apart, check_output
+from medgan.io.geometry import GridMismatch
 from medgan.metrics.collect import VIEW_SIDE
 from medgan.metrics.features import resize
-from medgan.metrics.grid import Grid, GridMismatch, align
+from medgan.metrics.grid import Grid, align
 from medgan.metrics.image import PAIRED_METRICS, max_ms_ssim_scales, ms_ssim, ms_ssim_weights
 from medgan.metrics.sets import REPORT_APART, load_with_affine, shape_text, squeeze
 

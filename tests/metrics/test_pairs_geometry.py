@@ -12,7 +12,8 @@ import pytest
 
 from medgan.data.phantoms import PHANTOMS
 from medgan.errors import InputError
-from medgan.metrics.grid import Grid, GridMismatch, align
+from medgan.io.geometry import GridMismatch
+from medgan.metrics.grid import Grid, align
 from medgan.metrics.pairs import evaluate_pairs
 
 # An LPS grid (the DICOM way) with anisotropic voxels and an origin away from 0.
