@@ -3,9 +3,10 @@
     from medgan.metrics.evaluate import evaluate_sets
     result = evaluate_sets("real/", "fake/", "report/", train="train/", extractor="random_cnn")
 
-Reads each set once (`medgan.metrics.collect`), computes the chosen set metrics (`SET_METRICS`),
-and writes `metrics.json` and a self-contained `report.html` into a new folder. Every feature-
-based number is keyed by the extractor's tag (`fd_random_cnn`, `kid_efficientnet_lite0_2.5d`).
+Reads each set once (`medgan.metrics.collect`), computes the chosen set metrics
+(`medgan.metrics.set_metrics`), and writes `metrics.json` and a self-contained `report.html` into
+a new folder. Every feature-based number is keyed by the extractor's tag (`fd_random_cnn`,
+`kid_efficientnet_lite0_2.5d`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from __future__ import annotations
 import inspect
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -22,128 +22,15 @@ import torch
 from medgan import __version__
 from medgan.errors import ConfigError, InputError, MedganError
 from medgan.io.atomic import check_apart, check_output
-from medgan.metrics import distribution
 from medgan.metrics.collect import SetData, collect_set, progress_bar, skip_reason
 from medgan.metrics.extractor import FeatureExtractor, check_option_types
 from medgan.metrics.extractor_files import load_extractor_file
-from medgan.metrics.features import EXTRACTORS, PLANES, FeatureAccumulator
-from medgan.metrics.memorization import MemorizationResult, memorization
+from medgan.metrics.features import EXTRACTORS, FeatureAccumulator
 from medgan.metrics.report import write_set_report
+from medgan.metrics.set_metrics import FEATURE_METRICS, SET_METRICS, EvaluationRun, minimum_images, resolve_metrics
 from medgan.metrics.sets import REPORT_APART, ImageSet, Window, choose_window, find_set, load_single, shape_text
-from medgan.registry import Registry
 
-__all__ = ["DEFAULT_SET_METRICS", "SET_METRICS", "EvaluationRun", "build_extractor", "evaluate_sets"]
-
-SET_METRICS: Registry = Registry("set metric")
-DEFAULT_SET_METRICS = ("fd", "kid", "prdc", "diversity", "intensity", "memorization")
-FEATURE_METRICS = {"fd", "kid", "prdc", "memorization"}
-
-
-@dataclass
-class EvaluationRun:
-    """Inputs and options of one evaluation; set metrics read it and add to `results`."""
-
-    real: SetData
-    fake: SetData
-    train: SetData | None
-    tag: str | None  # extractor name (+ "_2.5d"): the suffix of every feature-based metric
-    planes: int
-    options: dict[str, Any]
-    results: dict[str, Any] = field(default_factory=dict)
-    memorization: MemorizationResult | None = None
-    warnings: list[str] = field(default_factory=list)
-
-
-def _minimum(name: str, nearest_k: int) -> int:
-    return {"fd": 2, "kid": 2, "prdc": nearest_k + 1, "diversity": 2}.get(name, 1)
-
-
-@SET_METRICS.register("fd")
-def _fd(run: EvaluationRun) -> None:
-    real, fake = run.real.features, run.fake.features
-    run.results[f"fd_{run.tag}"] = distribution.frechet_distance(real, fake)
-    if run.planes > 1:  # MAISI reports the 2.5D FID of each plane; the mean is theirs too
-        d = real.shape[1] // run.planes
-        per_plane = {
-            plane: distribution.frechet_distance(real[:, i * d : (i + 1) * d], fake[:, i * d : (i + 1) * d])
-            for i, plane in enumerate(PLANES)
-        }
-        run.results[f"fd_{run.tag}_planes"] = {**per_plane, "mean": float(np.mean(list(per_plane.values())))}
-    n_min, dims = min(real.shape[0], fake.shape[0]), real.shape[1]
-    if n_min <= dims:
-        run.warnings.append(
-            f"FD from {n_min} samples of {dims}-d features: the covariances are singular and FD is biased upward; "
-            "compare FDs only at equal sample sizes"
-        )
-
-
-@SET_METRICS.register("kid")
-def _kid(run: EvaluationRun) -> None:
-    size, subsets = run.options["kid_subset_size"], run.options["kid_subsets"]
-    mean, std = distribution.kid(run.real.features, run.fake.features, size, subsets, seed=run.options["seed"])
-    used = min(size, run.real.features.shape[0], run.fake.features.shape[0])
-    run.results[f"kid_{run.tag}"] = {"mean": mean, "std": std, "subset_size": used, "subsets": subsets}
-
-
-@SET_METRICS.register("prdc")
-def _prdc(run: EvaluationRun) -> None:
-    k = run.options["nearest_k"]
-    for key, value in distribution.prdc(run.real.features, run.fake.features, nearest_k=k).items():
-        run.results[f"{key}_{run.tag}"] = value
-    run.results["prdc_nearest_k"] = k
-
-
-@SET_METRICS.register("diversity")
-def _diversity(run: EvaluationRun) -> None:
-    pairs, seed = run.options["diversity_pairs"], run.options["seed"]
-    run.results["ms_ssim_diversity"] = {
-        role: distribution.ms_ssim_diversity(data.diversity, data_range=1.0, n_pairs=pairs, seed=seed)
-        for role, data in (("real", run.real), ("fake", run.fake))
-    }
-
-
-@SET_METRICS.register("intensity")
-def _intensity(run: EvaluationRun) -> None:
-    value = distribution.wasserstein_1d(run.real.values, run.fake.values)
-    run.results["intensity_w1"] = {"value": value, "units": run.options["units"]}
-
-
-@SET_METRICS.register("memorization")
-def _memorization(run: EvaluationRun) -> None:
-    names = {role: [d.images.name(i) for i in range(len(d.features))] for role, d in (("real", run.real),
-                                                                                     ("train", run.train))}  # fmt: skip
-    result = memorization(
-        run.fake.features, run.train.features, run.real.features, run.fake.pixels, run.train.pixels, run.real.pixels,
-        heldout_names=names["real"], train_names=names["train"],
-    )  # fmt: skip
-    run.memorization = result
-    summary = result.summary()
-    summary["flagged_samples"] = [
-        {
-            "fake": run.fake.images.name(int(i)),
-            "train_pixel_match": run.train.images.name(int(result.pixel_match[i])),
-            "train_feature_match": run.train.images.name(int(result.feature_match[i])),
-            "ncc": float(result.pixel_correlation[i]),
-            "feature_distance": float(result.feature_distance[i]),
-        }
-        for i in np.flatnonzero(result.flagged)
-    ]
-    run.results[f"memorization_{run.tag}"] = summary
-    run.warnings += result.warnings
-
-
-def resolve_metrics(metrics: Sequence[str] | None, has_train: bool) -> list[str]:
-    """Validated metric names (did-you-mean on a typo); memorization only with a training set."""
-    if not metrics:
-        return [m for m in DEFAULT_SET_METRICS if m != "memorization" or has_train]
-    names = []
-    for name in metrics:
-        SET_METRICS.get(name)
-        if name == "memorization" and not has_train:
-            raise ConfigError("the memorization metric needs the training set (--train DIR)")
-        if name not in names:
-            names.append(name)
-    return names
+__all__ = ["build_extractor", "evaluate_sets"]
 
 
 def build_extractor(
@@ -211,7 +98,7 @@ def _check_counts(names: Sequence[str], sets: dict[str, ImageSet], nearest_k: in
     """Every metric asked for must have enough images; the message says which of them can run."""
     short = []  # (metric, minimum, role)
     for name in names:
-        minimum = _minimum(name, nearest_k)
+        minimum = minimum_images(name, nearest_k)
         roles = ("real", "fake") if name != "memorization" else ("real", "fake", "train")
         role = next((r for r in roles if len(sets[r]) < minimum), None)
         if role is not None:

@@ -14,8 +14,9 @@ import torch
 
 from medgan.data.phantoms import PHANTOMS
 from medgan.io import write_image
-from medgan.metrics.evaluate import SET_METRICS, evaluate_sets
+from medgan.metrics.evaluate import evaluate_sets
 from medgan.metrics.image import psnr, ssim
+from medgan.metrics.set_metrics import SET_METRICS
 
 
 def write_set(folder, seeds, spatial_dims=2, shape=(128, 128), modality="CT"):
