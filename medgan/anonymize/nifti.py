@@ -29,7 +29,15 @@ from medgan.anonymize.profile import action_table
 from medgan.anonymize.recipe import Policy
 from medgan.anonymize.result import Result
 
-__all__ = ["process_nifti", "scrub_header", "scrub_sidecar"]
+__all__ = [
+    "TEXT_FIELDS",
+    "header_class",
+    "open_nifti",
+    "process_nifti",
+    "scrub_header",
+    "scrub_sidecar",
+    "sidecar_key_kept",
+]
 
 TEXT_FIELDS = ("descrip", "aux_file", "db_name", "intent_name")
 _EXTRA_KEYS = re.compile(r"(Date|DateTime|BirthDate|DateOfBirth|Birthday|PatientName|SubjectName|Email|Phone)$")
@@ -46,7 +54,9 @@ def scrub_header(header: Nifti1Header) -> Nifti1Header:
     return header
 
 
-def _kept(key: str, actions: dict[int, str]) -> bool:
+def sidecar_key_kept(key: str, actions: dict[int, str]) -> bool:
+    """Whether a sidecar key survives: a DICOM keyword the profile keeps, or a non-DICOM key that is not a date,
+    a name or a contact."""
     tag = tag_for_keyword(key)
     if tag is None:
         return not _EXTRA_KEYS.search(key)
@@ -65,7 +75,7 @@ def scrub_sidecar(data: Any, policy: Policy) -> Any:
         if isinstance(node, dict):
             out = {}
             for key, value in node.items():
-                if _kept(str(key), actions):
+                if sidecar_key_kept(str(key), actions):
                     out[key] = walk(value)
                 else:
                     removed.extend(_strings(str(key), value))
@@ -96,11 +106,13 @@ def _sweep(node: Any, scrubber: IdentifierScrubber) -> Any:
     return scrubber.scrub(node) if isinstance(node, str) else node
 
 
-def _open(path: str, mode: str):
+def open_nifti(path: str, mode: str):
+    """The file, gunzipped on the fly for .gz."""
     return gzip.open(path, mode, compresslevel=6) if path.endswith(".gz") else open(path, mode)
 
 
-def _header_class(first_bytes: bytes) -> type[Nifti1Header]:
+def header_class(first_bytes: bytes) -> type[Nifti1Header]:
+    """NIfTI-1 or NIfTI-2, from the header size in the first four bytes (either byte order)."""
     for klass in (Nifti1Header, Nifti2Header):
         size = klass.template_dtype.itemsize
         if first_bytes in (size.to_bytes(4, "little"), size.to_bytes(4, "big")):
@@ -110,8 +122,8 @@ def _header_class(first_bytes: bytes) -> type[Nifti1Header]:
 
 def rewrite_nifti(source: str, target: str) -> None:
     """Write `source` to `target` with a scrubbed header and the voxel bytes copied unchanged."""
-    with _open(source, "rb") as src:
-        klass = _header_class(src.read(4))
+    with open_nifti(source, "rb") as src:
+        klass = header_class(src.read(4))
         src.seek(0)
         header = klass.from_fileobj(src, check=False)
         if header["magic"] not in (b"n+1", b"n+2"):
@@ -119,7 +131,7 @@ def rewrite_nifti(source: str, target: str) -> None:
         data_offset = int(header["vox_offset"])
         scrub_header(header)
         src.seek(data_offset)  # gzip streams seek forward by reading
-        with _open(target, "wb") as dst:
+        with open_nifti(target, "wb") as dst:
             header.write_to(dst)
             shutil.copyfileobj(src, dst, _CHUNK_BYTES)
 

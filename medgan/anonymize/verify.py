@@ -31,6 +31,7 @@ from medgan.anonymize import iod
 from medgan.anonymize.batch import REPORT_NAME, WORK_DIR
 from medgan.anonymize.elements import TEXT_VRS
 from medgan.anonymize.identity import CODED_VALUES, IdentifierScrubber, collect_identifiers, scrubber_for
+from medgan.anonymize.nifti import TEXT_FIELDS, header_class, open_nifti, sidecar_key_kept
 from medgan.anonymize.profile import OPTION_CODES, action_table, load_profile
 from medgan.anonymize.quiet import quiet_pydicom
 from medgan.anonymize.uids import UidMapper, is_instance_uid_attribute
@@ -221,10 +222,8 @@ def _check_original(element, tag, path, actions, columns, name, originals: _Orig
 
 
 def _scan_nifti(path: str, name: str) -> list[Finding]:
-    from medgan.anonymize.nifti import TEXT_FIELDS, _header_class, _open
-
-    with _open(path, "rb") as fh:
-        klass = _header_class(fh.read(4))
+    with open_nifti(path, "rb") as fh:
+        klass = header_class(fh.read(4))
         fh.seek(0)
         header = klass.from_fileobj(fh, check=False)
     findings = [
@@ -238,8 +237,6 @@ def _scan_nifti(path: str, name: str) -> list[Finding]:
 
 
 def _scan_json(path: str, name: str) -> list[Finding]:
-    from medgan.anonymize.nifti import _kept
-
     with open(path, encoding="utf-8") as fh:
         data = json.load(fh)
     actions = action_table(frozenset())
@@ -248,7 +245,7 @@ def _scan_json(path: str, name: str) -> list[Finding]:
     def walk(node):
         if isinstance(node, dict):
             for key, value in node.items():
-                if not _kept(str(key), actions):
+                if not sidecar_key_kept(str(key), actions):
                     findings.append(Finding(name, "nifti", f"JSON key {key}", "identifying key present"))
                 walk(value)
         elif isinstance(node, list):
