@@ -75,7 +75,11 @@ def _options(pairs: tuple[str, ...]) -> dict:
 @click.option("--data-range", type=float, help="Pairs: width of the intensity range (e.g. 4095 for CT HU).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1 ...")
 @click.option("--batch-size", default=32, show_default=True, help="Extractor inputs per batch.")
-@click.option("--slices-per-plane", default=32, show_default=True, help="2.5D: slices per plane and volume (0: all).")
+@click.option(
+    "--slices-per-plane",
+    type=int,
+    help="2.5D only: slices per plane and volume (default 32; 0: all). Refused when images are not scored as 2.5D.",
+)
 @click.option("--nearest-k", default=5, show_default=True, help="k of the precision/recall/density/coverage balls.")
 @click.option("--kid-subset-size", default=1000, show_default=True)
 @click.option("--kid-subsets", default=100, show_default=True)

@@ -25,7 +25,7 @@ from medgan.io.atomic import check_apart, check_output
 from medgan.metrics.collect import SetData, collect_set, progress_bar, skip_reason
 from medgan.metrics.extractor import FeatureExtractor, check_option_types
 from medgan.metrics.extractor_files import load_extractor_file
-from medgan.metrics.features import EXTRACTORS, FeatureAccumulator
+from medgan.metrics.features import EXTRACTORS, SLICES_PER_PLANE, FeatureAccumulator
 from medgan.metrics.report import write_set_report
 from medgan.metrics.set_metrics import FEATURE_METRICS, SET_METRICS, EvaluationRun, minimum_images, resolve_metrics
 from medgan.metrics.sets import REPORT_APART, ImageSet, Window, choose_window, find_set, load_single, shape_text
@@ -130,7 +130,7 @@ def evaluate_sets(
     window: tuple[float, float] | None = None,  # intensity window (physical units) mapped to [0, 1]
     device: str = "cpu",
     batch_size: int = 32,
-    slices_per_plane: int = 32,  # 2.5D: slices scored per plane and volume (0: all)
+    slices_per_plane: int | None = None,  # 2.5D only: slices per plane and volume (0: all; None: 32)
     nearest_k: int = 5,  # precision/recall/density/coverage neighbourhood size
     kid_subset_size: int = 1000,
     kid_subsets: int = 100,
@@ -175,13 +175,12 @@ def evaluate_sets(
     needs_features = bool(FEATURE_METRICS & set(names))
     net, chosen_mode = build_extractor(extractor, dims, mode, extractor_options) if needs_features else (None, None)
     tag = None if net is None else net.name + ("_2.5d" if chosen_mode == "2.5d" else "")
+    slices = _slices_per_plane(slices_per_plane, names, dims, net, mode, chosen_mode)
     rng = np.random.default_rng(seed)
     data: dict[str, SetData] = {}
     with progress_bar(progress) as bar:
         for offset, (role, images) in enumerate(sets.items()):
-            accumulator = (
-                FeatureAccumulator(net, chosen_mode, device, batch_size, slices_per_plane) if net is not None else None
-            )
+            accumulator = FeatureAccumulator(net, chosen_mode, device, batch_size, slices) if net is not None else None
             wanted = min(len(images), 2 * diversity_pairs) if "diversity" in names else 0
             picks = np.sort(rng.choice(len(images), wanted, replace=False))
             data[role] = collect_set(images, win, dims, accumulator, picks, seed + offset, bar)
@@ -204,7 +203,7 @@ def evaluate_sets(
         },
     )
     if chosen_mode == "2.5d":  # which slices are scored changes the 2.5D features
-        run.options["slices_per_plane"] = slices_per_plane
+        run.options["slices_per_plane"] = slices
     run.warnings += skipped_metrics + _input_warnings(data)
     if train is not None and "train" not in data:
         run.warnings.append("the training set serves the memorization metric only, which was not asked for")
@@ -213,6 +212,26 @@ def evaluate_sets(
     record = _record(run, names, win, net, chosen_mode, device)
     write_set_report(out, record, run, overwrite=overwrite)
     return record
+
+
+def _slices_per_plane(given: int | None, names, dims: int, net, mode: str, chosen_mode: str | None) -> int:
+    """The slices per plane of a 2.5D run. Given to a run that takes no slices, the option is an error rather
+    than silently ignored: switching to 2.5D because of it would change the extractor and every metric key."""
+    if given is None:
+        return SLICES_PER_PLANE
+    if chosen_mode == "2.5d":
+        if given < 0:
+            raise ConfigError(f"--slices-per-plane must be 0 (every slice) or more; got {given}")
+        return int(given)
+    option = "--slices-per-plane applies to 2.5D scoring"
+    if net is None:
+        raise ConfigError(f"{option} of features; none of {', '.join(names)} uses features")
+    if dims == 2:
+        raise ConfigError(f"{option} of 3D images; these images are 2D")
+    raise ConfigError(
+        f"{option} only, and {net.name} scores these 3D images natively (--mode {mode}): add --mode 2.5d to "
+        "score them as slices in three planes, or leave the option out"
+    )
 
 
 def _input_warnings(data: dict[str, SetData]) -> list[str]:

@@ -44,10 +44,11 @@ from medgan.metrics.extractor_files import load_extractor_file
 from medgan.registry import Registry
 
 # resize is medgan.metrics.extractor's; it stays importable from here for medgan.metrics.pairs.
-__all__ = ["EXTRACTORS", "PLANES", "FeatureAccumulator", "extract_features", "resize"]
+__all__ = ["EXTRACTORS", "PLANES", "SLICES_PER_PLANE", "FeatureAccumulator", "extract_features", "resize"]
 
 EXTRACTORS: Registry = Registry("feature extractor")
 PLANES = ("jk", "ik", "ij")  # 2.5D: the plane spanned by the two array axes not sliced (axis 0, 1, 2 sliced)
+SLICES_PER_PLANE = 32  # 2.5D default: evenly spaced slices scored per plane and volume
 
 
 # ------------------------------------------------------------------------------- random_cnn
@@ -132,7 +133,7 @@ class FeatureAccumulator:
         mode: str = "native",
         device: str | torch.device = "cpu",
         batch_size: int = 32,  # network inputs per call (slices, in 2.5D)
-        slices_per_plane: int = 32,  # 2.5D only; 0 = every slice
+        slices_per_plane: int = SLICES_PER_PLANE,  # 2.5D only; 0 = every slice
     ):
         if mode not in ("native", "2.5d"):
             raise ConfigError(f"feature mode must be 'native' or '2.5d'; got {mode!r}")
@@ -210,7 +211,7 @@ def extract_features(
     mode: str = "native",
     device: str | torch.device = "cpu",
     batch_size: int = 32,
-    slices_per_plane: int = 32,
+    slices_per_plane: int = SLICES_PER_PLANE,
 ) -> np.ndarray:
     """Features [N, D] of images [*spatial] in [0, 1] (see `FeatureAccumulator`)."""
     accumulator = FeatureAccumulator(extractor, mode, device, batch_size, slices_per_plane)
