@@ -142,7 +142,7 @@ def onto_grid(
 class LoadScand(Transform):
     """Read each image key of a record (`medgan.io.read_image`) and resample it to a target spacing.
 
-    Image keys become float32 tensors `[C, *spatial]` in physical units (`label_map` stays integer,
+    Image keys become float32 tensors `[C, *spatial]` in physical units (`label_keys` stay integer,
     resampled by nearest label) and `<key>_meta` holds the new RAS affine (nested lists), modality
     and units: plain data, so MONAI's `PersistentDataset` stores it on disk as it is. The
     record's other keys (a class `label`) pass through. The first key present (the `image`) fixes
@@ -156,10 +156,12 @@ class LoadScand(Transform):
         spacing_mm: Sequence[float] | None = None,  # wanted spacing: in-plane for 2D training
         train_dims: int = 2,
         slice_axis: int = 2,
+        label_keys: Sequence[str] = (),  # keys holding integer label maps or masks: kept integer, nearest label
     ):
         self.image_keys = tuple(image_keys)
         self.spacing_mm = None if spacing_mm is None else list(spacing_mm)
         self.train_dims, self.slice_axis = train_dims, slice_axis
+        self.label_keys = frozenset(label_keys)
 
     def __call__(self, record: Mapping[str, Any]) -> dict[str, Any]:
         out = dict(record)
@@ -175,7 +177,7 @@ class LoadScand(Transform):
             if dims < self.train_dims:
                 raise InputError("a 2D image cannot feed 3D training; set data.spatial_dims=2 or remove it", path=path)
             affine = full_affine(affine_of(image), dims)
-            is_labels = key == "label_map"
+            is_labels = key in self.label_keys
             array = image.as_tensor()
             if is_labels:
                 _check_labels(array, path)
