@@ -33,8 +33,8 @@ def run_demo(data_dir: str, out_dir: str, steps: int = 400) -> list[tuple[str, s
     from medgan.io import find_images, read_image, write_image
     from medgan.io.geometry import spacing_mm
     from medgan.io.summary import summarize
-    from medgan.training import TrainConfig, train
     from medgan.tasks.checkpoint import latest_checkpoint
+    from medgan.training import TrainConfig, train
 
     os.makedirs(out_dir, exist_ok=True)
     outputs: list[tuple[str, str]] = []

@@ -25,7 +25,7 @@ from medgan.inference.load import Generators, load_generators
 from medgan.inference.whole_scan import apply_to_scan
 from medgan.inference.write import FORMATS, SUFFIX, check_outputs, drawn_affine, output_kind, write_output
 
-__all__ = ["load_scan_inputs", "synthesize", "translate"]
+__all__ = ["draw", "load_scan_inputs", "resolve_device", "synthesize", "translate"]
 
 _OVERLAP = 0.25  # of a window with its neighbour, when a translated scan is larger than the training size
 
@@ -62,7 +62,7 @@ def synthesize(
             labels = [class_index if class_index is not None else i % classes for i in range(count)] if classes \
                 else [None] * count  # fmt: skip
             kinds = [output_kind(made, label, modality, format, checkpoint) for label in labels]
-            images = _from_noise(model.output, model.record, count, seed, batch_size, class_index, dev, whole_slab)
+            images = draw(model.output, model.record, count, seed, batch_size, class_index, dev, whole_slab)
         else:
             if whole_slab:
                 raise ConfigError("--whole-slab is for checkpoints that draw slabs from noise; a translation "
@@ -94,8 +94,10 @@ def resolve_device(device: str) -> torch.device:
 
 
 @torch.no_grad()
-def _from_noise(g: nn.Module, record: dict, count: int, seed: int, batch_size: int, class_index: int | None,
-                device: torch.device, whole_slab: bool = False) -> list[tuple[Tensor, np.ndarray]]:  # fmt: skip
+def draw(g: nn.Module, record: dict, count: int, seed: int, batch_size: int, class_index: int | None,
+         device: torch.device, whole_slab: bool = False) -> list[tuple[Tensor, np.ndarray]]:  # fmt: skip
+    """`count` scans drawn from noise by a latent generator (classes in turn, or `class_index` for all), each
+    in physical units with its affine; the same seed and batch size give the same scans."""
     from medgan.data.transforms import from_unit
 
     classes = getattr(g, "num_classes", 0) or 0

@@ -198,7 +198,7 @@ class TrainConfig(Section):
 @functools.cache
 def _task_config(task: str) -> type[TrainConfig]:
     options = TASKS.get(task).Options
-    loss = create_model(f"LossConfig_{task}", __base__=(LossConfig, options), __doc__=LossConfig.__doc__)
+    loss = create_model(f"LossConfig_{task}", __base__=(options, LossConfig), __doc__=LossConfig.__doc__)
     return create_model(f"TrainConfig_{task}", __base__=TrainConfig,
                         loss=(SerializeAsAny[loss], Field(default_factory=loss)))  # fmt: skip
 
