@@ -10,7 +10,9 @@ import torch.distributed as dist
 
 from medgan.config import load_config
 from medgan.data.phantom_pairs import write_phantom_pairs
+from medgan.tasks import TASKS
 from medgan.training import TrainConfig, train
+from medgan.training.objectives import OBJECTIVES
 
 out, pairs, repo = sys.argv[1], sys.argv[2], sys.argv[3]
 torch.set_num_threads(1)
@@ -23,12 +25,11 @@ volumes = os.path.join(out, "volumes")  # two 3D phantoms: one scan cannot be sh
 if dist.get_rank() == 0:
     write_phantom_pairs(volumes, count=2, spatial_dims=3, shape=(32, 32, 24), spacing_mm=(8.0, 8.0, 6.0))
 dist.barrier()
-for task in ("unconditional", "conditional", "3d", "pix2pix", "label2image", "cyclegan"):
-    extra = [f"data.source={pairs}"] if task in ("pix2pix", "label2image") else []
+for task in (*OBJECTIVES.names(), "3d"):
+    paired = task in TASKS and any(i.required and i.is_file and i.key != "image" for i in TASKS.get(task).inputs)
+    extra = [f"data.source={pairs}", "loss.r1_gamma=0.5"] if paired else []  # a penalty through DDP for these too
     if task == "3d":
         extra.append(f"data.source={os.path.join(volumes, 'pairs.csv')}")
-    if task in ("pix2pix", "label2image"):
-        extra.append("loss.r1_gamma=0.5")  # a penalty through DDP for the paired tasks too
     cfg = load_config(TrainConfig, os.path.join(repo, "configs", f"debug_cpu_{task}.yaml"), [*common, *extra])
     train(cfg, run_dir=os.path.join(out, task))
 dist.destroy_process_group()

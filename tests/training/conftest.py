@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from medgan.config import load_config
+from medgan.tasks import TASKS
 from medgan.tasks.config import TrainConfig
 
 REPO = Path(__file__).resolve().parents[2]
@@ -30,12 +31,18 @@ def phantom_pairs(tmp_path_factory) -> str:
     return write_phantom_pairs(str(tmp_path_factory.mktemp("pairs")), count=4, spatial_dims=2)
 
 
+def needs_pairs(name: str) -> bool:
+    """Whether a task's debug config trains on the phantom pairs CSV: it requires a file beside each image."""
+    task = TASKS.get(name) if name in TASKS else None
+    return task is not None and any(i.required and i.is_file and i.key != "image" for i in task.inputs)
+
+
 @pytest.fixture
 def tiny_config(phantom_pairs) -> Callable[..., TrainConfig]:
     """`tiny_config("pix2pix", "train.steps=4")`: a debug CPU config with overrides (quiet, short)."""
 
     def make(task: str, *overrides: str) -> TrainConfig:
-        extra = [f"data.source={phantom_pairs}"] if task in ("pix2pix", "label2image") else []
+        extra = [f"data.source={phantom_pairs}"] if needs_pairs(task) else []
         return load_config(TrainConfig, REPO / "configs" / f"debug_cpu_{task}.yaml", [*extra, *overrides])
 
     return make

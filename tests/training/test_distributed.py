@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from medgan.tasks.checkpoint import checkpoint_paths, load_checkpoint
+from medgan.training.objectives import OBJECTIVES
 
 HERE = Path(__file__).resolve().parent
 
@@ -19,7 +20,7 @@ def test_every_task_trains_with_two_processes_and_their_weights_stay_identical(p
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=420)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "weights differ" not in result.stderr
-    for task in ("unconditional", "conditional", "3d", "pix2pix", "label2image", "cyclegan"):
+    for task in (*OBJECTIVES.names(), "3d"):
         state = load_checkpoint(checkpoint_paths(str(tmp_path / task))[-1])
         ranks = state["ranks"]
         assert state["step"] == 3 and state["world_size"] == 2

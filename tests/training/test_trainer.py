@@ -56,7 +56,7 @@ def _tensors_equal(a, b, path="") -> list[str]:
     return [] if a == b else [path]
 
 
-@pytest.mark.parametrize("task", ["unconditional", "pix2pix", "cyclegan"])
+@pytest.mark.parametrize("task", OBJECTIVES.names())
 def test_two_n_steps_equal_n_then_resume_then_n(task, tiny_config, tmp_path):
     common = (*QUIET, "train.checkpoint_every_steps=5", "augment.ada_interval_steps=3", "train.keep_checkpoints=5",
               "augment.ops=[flip,rot90,translate,scale,cutout,intensity]", "augment.p=0.3", "augment.ada_target=0.5",
@@ -128,7 +128,7 @@ def test_sigterm_from_a_scheduler_stops_at_that_step_with_a_checkpoint_and_the_h
     assert load_checkpoint(checkpoint_paths(str(tmp_path))[-1])["step"] == 9
 
 
-@pytest.mark.parametrize("task", ["unconditional", "conditional", "3d", "pix2pix", "label2image", "cyclegan"])
+@pytest.mark.parametrize("task", [*OBJECTIVES.names(), "3d"])
 def test_every_debug_config_trains_and_fills_its_run_folder(task, tiny_config, tmp_path):
     run = train(tiny_config(task, *QUIET, "train.steps=2", "train.sample_every_steps=2", "train.batch_size=2",
                             "train.num_samples=2"), run_dir=str(tmp_path / "run"))  # fmt: skip
@@ -141,6 +141,17 @@ def test_every_debug_config_trains_and_fills_its_run_folder(task, tiny_config, t
     assert any("loss_g" in e["scalars"] for e in events) and any(e["images"] for e in events)
     state = load_checkpoint(checkpoint_paths(run)[-1])
     assert state["format_version"] == 1 and state["config"]["task"] == tiny_config(task).task
+
+
+def test_every_registered_task_has_a_cpu_config_that_trains_it():
+    """A task lands with its tiny CPU config (configs/debug_cpu_<task>.yaml), which the tests above train."""
+    from medgan.config import read_yaml
+
+    for name in OBJECTIVES.names():
+        path = f"configs/debug_cpu_{name}.yaml"
+        assert os.path.isfile(path), f"task {name} has no CPU config {path}"
+        assert read_yaml(path)["task"] == name and read_yaml(path)["train"]["device"] == "cpu"
+    assert set(OBJECTIVES.names()) == set(TASKS.names())  # every declared task can be trained
 
 
 def test_a_nan_loss_stops_the_run_naming_the_step_and_writes_no_later_checkpoint(tiny_config, tmp_path, monkeypatch):
