@@ -10,7 +10,7 @@ under the same name in `medgan.training.objectives`.
 
 from __future__ import annotations
 
-from medgan.tasks import cyclegan, latent, paired  # noqa: F401  (registers the tasks)
+from medgan.tasks import cyclegan, inpaint, latent, paired  # noqa: F401  (registers the tasks)
 from medgan.tasks.base import TASKS, Input, Task
 
 __all__ = ["TASKS", "Input", "Task"]

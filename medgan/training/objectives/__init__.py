@@ -8,7 +8,7 @@ class reading different declarations. Each module registers its objectives at it
 
 from __future__ import annotations
 
-from medgan.training.objectives import cyclegan, latent, paired  # noqa: F401  (registers the objectives)
+from medgan.training.objectives import cyclegan, inpaint, latent, paired  # noqa: F401  (registers the objectives)
 from medgan.training.objectives.base import OBJECTIVES, Objective
 
 __all__ = ["OBJECTIVES", "Objective"]
