@@ -15,11 +15,13 @@ form one regular volume); `DicomSeries.load()` decodes pixels and builds the vol
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -31,7 +33,7 @@ from medgan.io.dicom_pixels import read_pixels
 from medgan.io.dicom_scan import Problem, list_dicom_files, read_header
 from medgan.io.geometry import affine_from_dicom, slice_normal
 
-__all__ = ["DicomScan", "DicomSeries", "scan_dicom"]
+__all__ = ["DicomScan", "DicomSeries", "scan_dicom", "skips_reported_by_caller"]
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +44,8 @@ _SERIES_ATTRIBUTES = (
     "MagneticFieldStrength", "KVP", "ConvolutionKernel", "ContrastBolusAgent",
 )  # fmt: skip
 _PATIENT_ATTRIBUTES = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "PatientAge", "StudyDate")
+# Set by skips_reported_by_caller(); a context variable, so a scan in another thread keeps logging.
+_CALLER_REPORTS_SKIPS: ContextVar[bool] = ContextVar("medgan_dicom_caller_reports_skips", default=False)
 _POSITION_TOLERANCE_MM = 0.01  # positions are often printed with two decimals
 _SPACING_TOLERANCE = 0.02  # a slice step may differ from the nominal one by 2%
 
@@ -120,6 +124,18 @@ class VolumeLayout:
     geometry_unknown: bool
 
 
+@contextlib.contextmanager
+def skips_reported_by_caller() -> Iterator[None]:
+    """Within this block `scan_dicom` lists the files it skips in `DicomScan.problems` without also logging
+    them, for a caller that reports every skipped file itself (`medgan evaluate` names them in its warnings,
+    metrics.json and report), so that each is reported once. Elsewhere each skip is logged as it happens."""
+    token = _CALLER_REPORTS_SKIPS.set(True)
+    try:
+        yield
+    finally:
+        _CALLER_REPORTS_SKIPS.reset(token)
+
+
 def scan_dicom(path: str | os.PathLike, skip_invalid: bool = False, files: Sequence[str] | None = None) -> DicomScan:
     """Read the headers under `path` (a file, folder or DICOMDIR) and group them into series.
 
@@ -142,7 +158,8 @@ def scan_dicom(path: str | os.PathLike, skip_invalid: bool = False, files: Seque
             if not skip_invalid:
                 raise
             problems.append(Problem(file, err.reason))
-            log.warning("skipped %s", problems[-1])
+            if not _CALLER_REPORTS_SKIPS.get():
+                log.warning("skipped %s", problems[-1])
             continue
         uid = file_frames[0].group[0]
         if uid not in attributes:

@@ -21,10 +21,13 @@ from pydicom.uid import DeflatedExplicitVRLittleEndian
 from medgan.errors import InputError, describe
 from medgan.io.walk import walk_tree
 
-__all__ = ["Problem", "list_dicom_files", "read_header"]
+__all__ = ["READABLE", "Problem", "list_dicom_files", "read_header"]
 
 _MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
 _IGNORED_NAMES = {"DICOMDIR", "Thumbs.db", "desktop.ini"}
+_DICOM_SUFFIXES = (".dcm", ".dicom", ".dic", ".ima")  # others are often absent, or a UID's last component
+# Named when a file in another format is met; medgan.io reads the volume formats by these suffixes.
+READABLE = "DICOM, NIfTI (.nii, .nii.gz), NRRD (.nrrd, .nhdr) and MetaImage (.mha, .mhd)"
 
 
 @dataclass
@@ -56,7 +59,12 @@ def list_dicom_files(path: str | os.PathLike) -> list[str]:
 
 
 def read_header(path: str) -> tuple[Dataset, int | None]:
-    """Parse a file's header up to the pixel data. Returns the dataset and PixelData's file offset."""
+    """Parse a file's header up to the pixel data. Returns the dataset and PixelData's file offset.
+
+    A file that is not DICOM is named by its suffix when that suffix says it is another format (a
+    PNG, a spreadsheet), with the formats medgan reads; else it is "not a DICOM file".
+    """
+    preamble = False
     try:
         with open(path, "rb") as fp:
             preamble = _has_preamble(fp)
@@ -65,9 +73,8 @@ def read_header(path: str) -> tuple[Dataset, int | None]:
             tail = fp.read(4)
             if tail not in (b"\xe0\x7f\x10\x00", b"\x7f\xe0\x00\x10"):
                 offset = None
-            if (
-                ds.file_meta.get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian
-            ):  # file offsets mean nothing in a deflated body
+            # file offsets mean nothing in a deflated body
+            if ds.file_meta.get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian:
                 fp.seek(0)
                 ds, offset = pydicom.dcmread(fp, force=True), None
     except PermissionError:
@@ -77,14 +84,31 @@ def read_header(path: str) -> tuple[Dataset, int | None]:
     except OSError as err:
         raise InputError(f"cannot read ({err.strerror or err})", path=path) from None
     except InvalidDicomError:
-        raise InputError("not a DICOM file", path=path) from None
+        raise _not_dicom(path, "") from None
     except Exception as err:  # pydicom raises many types on broken headers
+        if not preamble and _foreign_suffix(path):
+            raise _not_dicom(path, "") from None
         raise InputError(f"truncated or corrupt DICOM header ({describe(err)})", path=path) from None
     if offset is None and not tail and "PixelData" not in ds and _ends_early(ds, preamble):
         raise InputError("truncated DICOM file: it ends inside its header", path=path)
     if "SOPClassUID" not in ds and "Rows" not in ds:
-        raise InputError("not a DICOM file (no SOP Class UID and no image attributes)", path=path)
+        raise _not_dicom(path, " (no SOP Class UID and no image attributes)")
     return ds, offset
+
+
+def _not_dicom(path: str, detail: str) -> InputError:
+    suffix = _foreign_suffix(path)
+    if suffix:
+        return InputError(f"unsupported format {suffix}: not a DICOM file, and medgan reads only {READABLE}", path=path)
+    return InputError(f"not a DICOM file{detail}", path=path)
+
+
+def _foreign_suffix(path: str) -> str:
+    """The file's suffix when it names a format other than DICOM; "" for none, DICOM's own, or a UID's last digits."""
+    suffix = os.path.splitext(os.path.basename(path))[1].lower()
+    if not suffix or suffix[1:].isdigit() or suffix in _DICOM_SUFFIXES:
+        return ""
+    return suffix
 
 
 def _ends_early(ds: Dataset, preamble: bool) -> bool:

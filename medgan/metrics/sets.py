@@ -22,6 +22,7 @@ import torch
 
 from medgan.errors import ConfigError, InputError, MedganError
 from medgan.io import FoundImage, find_images, read_image
+from medgan.io.dicom import skips_reported_by_caller
 
 __all__ = [
     "CT_WINDOW_HU",
@@ -57,11 +58,14 @@ class ImageSet:
 
     def name(self, index: int) -> str:
         """The image's path relative to the set's folder (for reports)."""
-        source = self.items[index].source
-        try:
-            return os.path.relpath(source, self.folder)
-        except ValueError:
-            return source
+        return _relative(self.items[index].source, self.folder)
+
+
+def _relative(path: str, folder: str) -> str:
+    try:
+        return os.path.relpath(path, folder)
+    except ValueError:  # another drive (Windows): the path as it is
+        return path
 
 
 @dataclass(frozen=True)
@@ -89,11 +93,13 @@ def find_set(folder: str | os.PathLike, role: str) -> ImageSet:
     folder = os.fspath(folder)
     if not os.path.isdir(folder):
         raise InputError(f"the {role} set must be a folder of images", path=folder)
-    found, problems = find_images(folder, skip_invalid=True)
+    with skips_reported_by_caller():  # each skipped file is named once, in the run's warnings and record
+        found, problems = find_images(folder, skip_invalid=True)
+    skipped = [f"{_relative(p.path, folder)}: {p.reason}" for p in problems]
     if not found:
-        detail = f" ({len(problems)} unreadable file(s), e.g. {problems[0]})" if problems else ""
+        detail = f" ({len(skipped)} unreadable file(s), e.g. {skipped[0]})" if skipped else ""
         raise InputError(f"no images found in the {role} set{detail}", path=folder)
-    return ImageSet(role, folder, sorted(found, key=lambda item: item.source), [str(p) for p in problems])
+    return ImageSet(role, folder, sorted(found, key=lambda item: item.source), skipped)
 
 
 def load_single(item: FoundImage | str, role: str = "") -> tuple[np.ndarray, str | None]:

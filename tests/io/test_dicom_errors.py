@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -20,7 +21,9 @@ import pydicom
 import pytest
 from external import AFFINE_TOLERANCE_MM, pydicom_file
 
-from medgan.io import read_image
+from medgan.io import _SUFFIXES, read_image
+from medgan.io.dicom import scan_dicom, skips_reported_by_caller
+from medgan.io.dicom_scan import READABLE
 
 GAP_SLICE = 20  # the slice (in position order) removed or broken below
 
@@ -301,3 +304,39 @@ def test_stderr_of_the_real_command(series):
     assert result.stdout.splitlines() == [output(series)]
     lines = result.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("medgan: WARNING: ") and "interpolating" in lines[0]
+
+
+def test_a_file_in_another_format_is_named_by_its_suffix(tmp_path, run_cli):
+    """Anything medgan does not read by suffix is tried as DICOM; a PNG is then an unsupported format,
+    named with the formats medgan reads, while a file without a suffix is simply not DICOM."""
+    png = tmp_path / "scan.PNG"
+    png.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(300))
+    status, _, err = run_cli("convert", png, tmp_path / "out.nii.gz")
+    assert status == 2
+    assert error_line(err) == (
+        f"medgan: error: {png}: unsupported format .png: not a DICOM file, and medgan reads only DICOM, "
+        "NIfTI (.nii, .nii.gz), NRRD (.nrrd, .nhdr) and MetaImage (.mha, .mhd)"
+    )
+    plain = tmp_path / "IM0001"
+    plain.write_bytes(bytes(range(256)) * 4)
+    status, _, err = run_cli("convert", plain, tmp_path / "out.nii.gz")
+    assert error_line(err) == f"medgan: error: {plain}: not a DICOM file (no SOP Class UID and no image attributes)"
+    assert sorted(os.listdir(tmp_path)) == ["IM0001", "scan.PNG"]
+
+
+def test_the_formats_named_are_the_ones_medgan_reads():
+    assert set(re.findall(r"\.[a-z.]+[a-z]", READABLE)) == set(_SUFFIXES)
+
+
+def test_skipped_files_are_logged_unless_the_caller_reports_them(tmp_path, caplog):
+    (tmp_path / "preview.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(300))
+    caplog.set_level(logging.WARNING, logger="medgan.io.dicom")
+    scan = scan_dicom(tmp_path, skip_invalid=True)
+    assert [p.path for p in scan.problems] == [str(tmp_path / "preview.png")]
+    assert [r.getMessage().split(":")[0] for r in caplog.records] == [f"skipped {tmp_path / 'preview.png'}"]
+    caplog.clear()
+    with skips_reported_by_caller():
+        scan = scan_dicom(tmp_path, skip_invalid=True)
+    assert len(scan.problems) == 1 and caplog.records == []
+    scan_dicom(tmp_path, skip_invalid=True)  # the block's end restores logging
+    assert len(caplog.records) == 1
