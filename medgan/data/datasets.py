@@ -29,11 +29,10 @@ import torch
 from monai.transforms import Transform
 from torch import Tensor
 
-from medgan.data.records import ORIGIN_KEYS, known_inputs
+from medgan.data.records import DEFAULT_INPUTS, ORIGIN_KEYS, Input
 from medgan.data.transforms import LoadScand, UnreadableScan, to_unit
 from medgan.errors import ConfigError, InputError, MedganError
 from medgan.io.geometry import STEP_TOLERANCE_VOXELS, axis_directions, spacing_mm
-from medgan.tasks.base import Input
 
 __all__ = ["ScanDataset", "UnpairedDataset"]
 
@@ -50,7 +49,7 @@ class ScanDataset(torch.utils.data.Dataset):
     def __init__(
         self,
         records: Sequence[dict[str, Any]],
-        inputs: Sequence[Input] | None = None,  # what a sample holds (a task's inputs); None: what the records name
+        inputs: Sequence[Input] = DEFAULT_INPUTS,  # what a sample holds: a task's inputs (default image, class)
         spatial_dims: int = 2,  # 2: slices (or whole 2D images); 3: volumes or patches
         image_size: Sequence[int] = (64, 64),  # voxels per axis of a sample
         spacing_mm: Sequence[float] | None = None,  # resample to this (in-plane for 2D); None keeps the scan's
@@ -67,8 +66,6 @@ class ScanDataset(torch.utils.data.Dataset):
     ):
         self.spatial_dims, self.image_size = spatial_dims, list(image_size)
         self.slice_axis, self.slab_slices, self.crop = slice_axis, slab_slices, crop
-        if inputs is None:
-            inputs = [i for i in known_inputs() if i.key == "image" or any(i.key in r for r in records)]
         self.inputs = {i.key: i for i in inputs if i.is_file and (i.key == "image" or any(i.key in r for r in records))}
         self.classes = [i.key for i in inputs if not i.is_file]
         labels = [k for k, i in self.inputs.items() if i.is_labels]
@@ -353,5 +350,3 @@ class UnpairedDataset(torch.utils.data.Dataset):
         partner = int(np.random.default_rng(seed).integers(len(self.b)))
         first, second = self.a[(index % len(self.a), seed)], self.b[(partner, seed ^ 0x5BD1E995)]
         return {self.keys[0]: first["image"], self.keys[1]: second["image"]}
-
-

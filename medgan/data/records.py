@@ -3,6 +3,9 @@
     records = find_records("scans/")                                # every image under a folder
     records = find_records("pairs.csv", TASKS.get("pix2pix").inputs)  # the columns a task reads
 
+An `Input` is one column and what it holds: an image, a label map, a mask or a class. Tasks
+(`medgan.tasks`) declare theirs; datasets load and prepare each by its kind.
+
 A CSV has a header row; `image` names each scan (a file or a DICOM folder, relative to the CSV)
 and the other columns are the task's inputs (`medgan.tasks`): a `source` image for pix2pix, a
 `label_map` for label2image, a class `label` (an integer from 0), and so on. A DICOM folder of
@@ -16,33 +19,51 @@ from __future__ import annotations
 import csv
 import os
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from medgan.errors import InputError
-from medgan.tasks.base import Input
 
-__all__ = ["ORIGIN_KEYS", "find_records", "known_inputs"]
+__all__ = ["DEFAULT_INPUTS", "ORIGIN_KEYS", "Input", "find_records"]
 
 # Where a record came from, for messages; not part of what is loaded (nor of the disk cache's key).
 ORIGIN_KEYS = ("found_in", "csv", "csv_line")
 
-
-def known_inputs() -> list[Input]:
-    """Every input some registered task reads (optional here), by key: a CSV's columns for any task."""
-    from medgan.tasks import TASKS
-
-    found: dict[str, Input] = {}
-    for name in TASKS:
-        for item in TASKS.get(name).inputs:
-            found.setdefault(item.key, Input(item.key, item.kind, required=False))
-    return list(found.values())
+InputKind = Literal["image", "labels", "mask", "class"]
 
 
-def find_records(source: str, inputs: Sequence[Input] | None = None) -> list[dict[str, Any]]:
-    """One record per scan: every image under a folder, or the rows of a CSV (the columns of `inputs`;
-    None reads every column a registered task knows)."""
+@dataclass(frozen=True)
+class Input:
+    """One thing a task reads per sample: a batch key and the CSV column of the same name.
+
+    kind: "image" (intensities, windowed to [-1, 1]), "labels" (an integer label map, resampled by
+    nearest label, counted into the record's `num_labels`), "mask" (an integer map whose non-zero voxels
+    are the region; resampled by nearest label, not counted) or "class" (an integer CSV value, not a file).
+    required: every CSV row must fill it; an optional one is used where given.
+    """
+
+    key: str
+    kind: InputKind = "image"
+    required: bool = True
+
+    @property
+    def is_file(self) -> bool:
+        return self.kind != "class"
+
+    @property
+    def is_labels(self) -> bool:
+        """Resampled by nearest label, padded with 0, never windowed."""
+        return self.kind in ("labels", "mask")
+
+
+DEFAULT_INPUTS = (Input("image"), Input("label", "class", required=False))  # scans, with a class where given
+
+
+def find_records(source: str, inputs: Sequence[Input] = DEFAULT_INPUTS) -> list[dict[str, Any]]:
+    """One record per scan: every image under a folder, or the rows of a CSV (the columns of `inputs`, a task's
+    declared inputs; by default the image and a class label)."""
     if source.lower().endswith(".csv"):
-        return _csv_records(source, known_inputs() if inputs is None else inputs)
+        return _csv_records(source, inputs)
     from medgan.io import find_images
 
     found, problems = find_images(source, skip_invalid=True)

@@ -10,7 +10,8 @@ under the same name in `medgan.training.objectives`.
 
 from __future__ import annotations
 
+from medgan.data.records import Input
 from medgan.tasks import cyclegan, inpaint, latent, paired  # noqa: F401  (registers the tasks)
-from medgan.tasks.base import TASKS, Input, Task
+from medgan.tasks.base import TASKS, Task
 
 __all__ = ["TASKS", "Input", "Task"]

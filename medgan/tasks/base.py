@@ -9,41 +9,15 @@ is registered under the same name. Nothing outside a task's own module switches 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 from torch import Tensor
 
 from medgan.config import Section
+from medgan.data.records import Input
 from medgan.registry import Registry
 
 __all__ = ["TASKS", "Input", "NoOptions", "Task"]
-
-InputKind = Literal["image", "labels", "mask", "class"]
-
-
-@dataclass(frozen=True)
-class Input:
-    """One thing a task reads per sample: a batch key and the CSV column of the same name.
-
-    kind: "image" (intensities, windowed to [-1, 1]), "labels" (an integer label map, resampled by
-    nearest label, counted into the record's `num_labels`), "mask" (an integer map whose non-zero voxels
-    are the region; resampled by nearest label, not counted) or "class" (an integer CSV value, not a file).
-    required: every CSV row must fill it; an optional one is used where given.
-    """
-
-    key: str
-    kind: InputKind = "image"
-    required: bool = True
-
-    @property
-    def is_file(self) -> bool:
-        return self.kind != "class"
-
-    @property
-    def is_labels(self) -> bool:
-        """Resampled by nearest label, padded with 0, never windowed."""
-        return self.kind in ("labels", "mask")
 
 
 class NoOptions(Section):

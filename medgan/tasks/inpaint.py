@@ -17,7 +17,8 @@ from pydantic import Field, field_validator
 from torch import Tensor
 
 from medgan.config import Section
-from medgan.tasks.base import TASKS, Input, Task
+from medgan.data.records import Input
+from medgan.tasks.base import TASKS, Task
 
 __all__ = ["Inpaint", "InpaintOptions", "composite", "masked_input"]
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from medgan.tasks.base import TASKS, Input, Task
+from medgan.data.records import Input
+from medgan.tasks.base import TASKS, Task
 
 __all__ = ["Conditional", "Unconditional"]
 

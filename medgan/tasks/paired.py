@@ -10,7 +10,8 @@ from pydantic import Field, model_validator
 from torch import Tensor
 
 from medgan.config import Section
-from medgan.tasks.base import TASKS, Input, Task
+from medgan.data.records import Input
+from medgan.tasks.base import TASKS, Task
 
 __all__ = ["LabelToImage", "PairedOptions", "Pix2Pix", "one_hot"]
 

@@ -22,8 +22,15 @@ from medgan.tasks.config import DataConfig, OptimConfig, TrainConfig
 from medgan.training.augment import Augment
 from medgan.training.distributed import Dist
 
-__all__ = ["build_dataset", "check_creatable", "make_augment", "make_loader", "make_optimizer", "resolve_run_dir",
-           "to_device"]
+__all__ = [
+    "build_dataset",
+    "check_creatable",
+    "make_augment",
+    "make_loader",
+    "make_optimizer",
+    "resolve_run_dir",
+    "to_device",
+]
 
 
 def resolve_run_dir(run_dir: str | None, resume: bool, name: str, root: str = "runs") -> str:

@@ -44,8 +44,12 @@ class RunState:
 
     def capture(self, step: int, images_per_step: int) -> dict[str, Any]:
         """Everything a checkpoint holds at `step`; per-process random states are gathered from every rank."""
-        mine = {"rng": get_rng_state(), "objective": self.objective.state_dict(),
-                "augment": self.augment.state_dict(), "weights": _digest(self.nets)}
+        mine = {
+            "rng": get_rng_state(),
+            "objective": self.objective.state_dict(),
+            "augment": self.augment.state_dict(),
+            "weights": _digest(self.nets),
+        }
         per_rank = self.dist.gather_objects(mine)
         if len({str(r["weights"]) for r in per_rank}) > 1:
             log.warning("step %d: the processes' weights differ (%s); gradients are not being averaged alike",

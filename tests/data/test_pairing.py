@@ -17,6 +17,7 @@ from medgan.data.datasets import ScanDataset
 from medgan.data.records import find_records
 from medgan.data.transforms import LoadScand
 from medgan.errors import InputError
+from medgan.tasks import TASKS
 
 CROP = (slice(40, 140), slice(50, 170), slice(40, 130))  # the head of ch2.nii.gz, to keep the tests quick
 
@@ -61,8 +62,9 @@ def test_the_same_grid_in_another_storage_order_is_permuted_and_flipped_exactly(
 
 def test_a_pix2pix_dataset_pairs_a_mirrored_copy_with_its_image_voxel_for_voxel(tmp_path, head):
     (tmp_path / "pairs.csv").write_text(f"image,source\n{head['RAS']},{head['LAS']}\n")
-    data = ScanDataset(find_records(str(tmp_path / "pairs.csv")), spatial_dims=2, image_size=[32, 32],
-                       spacing_mm=[4.0, 4.0], window=(0, 150), source_window=(0, 150))  # fmt: skip
+    pix2pix = TASKS.get("pix2pix").inputs
+    data = ScanDataset(find_records(str(tmp_path / "pairs.csv"), pix2pix), pix2pix, spatial_dims=2,
+                       image_size=[32, 32], spacing_mm=[4.0, 4.0], window=(0, 150), source_window=(0, 150))  # fmt: skip
     sample = data[(len(data) // 2, 3)]
     assert torch.equal(sample["source"], sample["image"]) and sample["image"].std() > 0.1
 
@@ -104,8 +106,9 @@ def test_a_2mm_label_map_beside_a_1mm_image_trains_on_the_image_grid(tmp_path):
     folder = templates()
     (tmp_path / "pairs.csv").write_text(f"image,label_map\n{folder / 'ch2.nii.gz'},"
                                         f"{folder / 'JHU-WhiteMatter-labels-2mm.nii.gz'}\n")  # fmt: skip
-    data = ScanDataset(find_records(str(tmp_path / "pairs.csv")), image_size=[64, 64], window=(0, 150),
-                       slice_range=(0.5, 0.52))  # fmt: skip
+    label2image = TASKS.get("label2image").inputs
+    data = ScanDataset(find_records(str(tmp_path / "pairs.csv"), label2image), label2image, image_size=[64, 64],
+                       window=(0, 150), slice_range=(0.5, 0.52))  # fmt: skip
     sample = data[(0, 1)]
     assert sample["image"].shape == (1, 64, 64) and sample["label_map"].shape == (1, 64, 64)
     assert data.record["num_labels"] > 40
@@ -125,7 +128,9 @@ def test_a_pair_that_does_not_overlap_in_space_is_refused_naming_both_files_and_
     flat = tmp_path / "flat.nii.gz"
     nib.Nifti1Image(np.asarray(moved.dataobj)[:, :, 0], moved.affine).to_filename(str(flat))
     with pytest.raises(InputError, match="both 2D or both 3D"):
-        LoadScand(["image", "label_map"], None, 2, label_keys=["label_map"])({"image": head["RAS"], "label_map": str(flat)})
+        LoadScand(["image", "label_map"], None, 2, label_keys=["label_map"])(
+            {"image": head["RAS"], "label_map": str(flat)}
+        )
 
 
 def test_a_label_map_with_fractional_values_is_refused_as_an_intensity_image(tmp_path, head):

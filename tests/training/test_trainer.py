@@ -23,8 +23,9 @@ QUIET = ("train.log_every_steps=2", "train.sample_every_steps=100", "train.tenso
 
 
 def test_a_few_steps_lower_the_losses_on_a_fixed_batch(phantom_pairs):
+    PIX2PIX = TASKS.get("pix2pix").inputs
     torch.manual_seed(0)
-    data = ScanDataset(find_records(phantom_pairs), TASKS.get("pix2pix").inputs, image_size=[16, 16],
+    data = ScanDataset(find_records(phantom_pairs, PIX2PIX), PIX2PIX, image_size=[16, 16],
                        spacing_mm=[16.0, 16.0],
                        window=(-1000.0, 1000.0), source_window=(-1000.0, 1000.0))  # fmt: skip
     batch = torch.utils.data.default_collate([data[(i, 0)] for i in range(4)])
