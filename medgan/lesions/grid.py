@@ -1,0 +1,135 @@
+"""Voxel-grid helpers shared by the lesion model: local boxes, Gaussian smoothing and ball dilation.
+
+Everything works on 3D torch tensors `[i, j, k]` on whatever device they live on, so the same code
+serves the command (CPU) and `RandLesiond` (CPU or GPU). Distances are in millimetres on the
+scan's own (possibly anisotropic) grid: a kernel's extent along each axis is its size in mm over
+that axis's voxel size.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = ["Box", "box_dilate", "dilate", "distance_mm", "gaussian_kernel", "smooth", "voxel_offsets_mm"]
+
+_DISTANCE_CHUNK = 1 << 23  # elements of the [lines, n, n] table evaluated at a time
+
+
+@dataclass(frozen=True)
+class Box:
+    """A local box of voxels `[centre - half, centre + half]` per axis, and where it meets the image.
+
+    `inner` slices the box's own arrays, `outer` the image's; both cover only voxels inside the image.
+    """
+
+    centre: tuple[int, int, int]  # voxel index the box is centred on
+    half: tuple[int, int, int]  # half-size in voxels along each axis
+    image_shape: tuple[int, int, int]
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(2 * h + 1 for h in self.half)
+
+    @property
+    def lo(self) -> tuple[int, int, int]:
+        return tuple(c - h for c, h in zip(self.centre, self.half, strict=True))
+
+    @property
+    def outer(self) -> tuple[slice, slice, slice]:
+        return tuple(slice(max(lo, 0), min(lo + s, n)) for lo, s, n in zip(self.lo, self.shape, self.image_shape,
+                                                                           strict=True))  # fmt: skip
+
+    @property
+    def inner(self) -> tuple[slice, slice, slice]:
+        return tuple(slice(o.start - lo, o.stop - lo) for o, lo in zip(self.outer, self.lo, strict=True))
+
+    @property
+    def clipped(self) -> bool:
+        """True when part of the box lies outside the image."""
+        return any(o.stop - o.start != s for o, s in zip(self.outer, self.shape, strict=True))
+
+    def moved(self, centre: Sequence[int]) -> Box:
+        return Box(tuple(int(c) for c in centre), self.half, self.image_shape)
+
+
+def voxel_offsets_mm(half: Sequence[int], linear: Tensor, shift_vox: Tensor) -> Tensor:
+    """World offsets (mm) of the voxels of a box from the point `shift_vox` (voxels, relative to the box
+    centre): `[2h0+1, 2h1+1, 2h2+1, 3]`. `linear` is the affine's 3x3 part (mm per voxel step, RAS)."""
+    axes = [torch.arange(-h, h + 1, device=linear.device, dtype=linear.dtype) for h in half]
+    grid = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1) - shift_vox
+    return grid @ linear.T
+
+
+def gaussian_kernel(sigma_vox: float, device, dtype=torch.float32, truncate: float = 3.0) -> Tensor:
+    """Normalised 1D Gaussian of standard deviation `sigma_vox`, cut at `truncate` sigma ([1.] for ~0)."""
+    if sigma_vox < 1e-3:
+        return torch.ones(1, device=device, dtype=dtype)
+    radius = max(1, math.ceil(truncate * sigma_vox))
+    x = torch.arange(-radius, radius + 1, device=device, dtype=torch.float64)
+    kernel = torch.exp(-0.5 * (x / sigma_vox) ** 2)
+    return (kernel / kernel.sum()).to(dtype)
+
+
+def smooth(volume: Tensor, sigma_vox: Sequence[float], truncate: float = 3.0) -> Tensor:
+    """Separable Gaussian smoothing of a 3D tensor; outside the volume counts as zero."""
+    out = volume[None, None]
+    for axis, sigma in enumerate(sigma_vox):
+        kernel = gaussian_kernel(float(sigma), volume.device, volume.dtype, truncate)
+        if kernel.numel() == 1:
+            continue
+        shape = [1, 1, 1, 1, 1]
+        shape[2 + axis] = kernel.numel()
+        padding = [0, 0, 0]
+        padding[axis] = kernel.numel() // 2
+        out = F.conv3d(out, kernel.reshape(shape), padding=tuple(padding))
+    return out[0, 0]
+
+
+def distance_mm(mask: Tensor, spacing_mm: Sequence[float], max_mm: float = math.inf) -> Tensor:
+    """Exact Euclidean distance (mm) from each voxel centre to the nearest voxel of `mask` (3D bool; 0 inside).
+    Distances beyond `max_mm` come out as inf, which lets each axis look only that far. Separable: the
+    squared distance is minimised along one axis at a time, each line over a window of its voxels at once."""
+    far = torch.tensor(float("inf"), device=mask.device)
+    squared = torch.where(mask, torch.zeros((), device=mask.device), far)
+    for axis, h in enumerate(spacing_mm):
+        n = squared.shape[axis]
+        reach = n - 1 if math.isinf(max_mm) else min(n - 1, math.floor(max_mm / float(h) + 1e-9))
+        if reach <= 0:
+            continue
+        moved = squared.movedim(axis, -1)
+        lines = F.pad(moved.reshape(-1, n), (reach, reach), value=float("inf"))
+        offsets = torch.arange(-reach, reach + 1, device=mask.device, dtype=torch.float32) * float(h)
+        cost = offsets**2
+        out = torch.empty(lines.shape[0], n, device=mask.device)
+        step = max(1, _DISTANCE_CHUNK // (n * (2 * reach + 1)))
+        for start in range(0, lines.shape[0], step):
+            windows = lines[start : start + step].unfold(1, 2 * reach + 1, 1)  # [lines, n, 2 reach + 1]
+            out[start : start + step] = (windows + cost).amin(-1)
+        squared = out.reshape(moved.shape).movedim(-1, axis)
+    distance = squared.sqrt()
+    return distance if math.isinf(max_mm) else torch.where(distance <= max_mm + 1e-6, distance, far)
+
+
+def dilate(mask: Tensor, radius_mm: float, spacing_mm: Sequence[float]) -> Tensor:
+    """Voxels within `radius_mm` (centre to centre) of `mask` (a 3D bool tensor): a ball dilation."""
+    if radius_mm <= 0:
+        return mask.clone()
+    return distance_mm(mask, spacing_mm, radius_mm) <= radius_mm + 1e-6
+
+
+def box_dilate(mask: Tensor, radius_vox: Sequence[int]) -> Tensor:
+    """Voxels within `radius_vox[a]` steps of `mask` along every axis a at once (a box dilation), separably."""
+    out = mask[None, None].float()
+    for axis, r in enumerate(radius_vox):
+        if r <= 0:
+            continue
+        kernel, padding = [1, 1, 1], [0, 0, 0]
+        kernel[axis], padding[axis] = 2 * r + 1, r
+        out = F.max_pool3d(out, tuple(kernel), stride=1, padding=tuple(padding))
+    return out[0, 0] > 0.5

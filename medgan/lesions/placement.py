@@ -1,0 +1,114 @@
+"""Where a lesion may go: inside the organ, a margin from its border, clear of every other lesion.
+
+Candidates come from a coarse grid of cells (about 4 mm, fewer than ~1M cells whatever the scan's
+size): a cell is kept when every cell within n of it (per axis) touches the organ, with n the
+lesion's inscribed radius plus the margin over the cell diagonal. A centre whose ball of that radius
+lies in the organ always sits in a kept cell, so no feasible place is missed; a random voxel of a
+random kept cell is then checked exactly on the voxel grid: the lesion's label mask grown by the
+margin (a ball, in mm) lies inside the organ and inside the image, and its footprint (every voxel it
+changes, grown by the gap) meets no earlier lesion's footprint. Draws come from the caller's
+generator, so placement is reproducible by seed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from medgan.lesions.grid import Box
+
+__all__ = ["OrganMap", "fits", "organ_map", "pick_centre"]
+
+_TARGET_CELLS = 1_000_000
+_MIN_CELL_MM = 4.0
+
+
+@dataclass
+class OrganMap:
+    """An organ mask and its coarse cells."""
+
+    organ: Tensor  # bool, the image's grid
+    cell: tuple[int, int, int]  # voxels per cell along each axis
+    cell_diagonal_mm: float
+    touches: Tensor  # bool per cell: some voxel of it is in the organ
+    spacing_mm: tuple[float, float, float]
+
+    def deepest_mm(self) -> float:
+        """An upper bound on the radius of the largest ball that fits in the organ."""
+        n, grid = 0, self.touches
+        while bool(grid.any()):
+            n += 1
+            grid = _erode(self.touches, n)
+        return n * self.cell_diagonal_mm
+
+    def candidates(self, radius_mm: float) -> Tensor:
+        """Cells that may hold the centre of a ball of `radius_mm` inside the organ: `[K, 3]` cell indices."""
+        n = math.floor(radius_mm / self.cell_diagonal_mm)
+        return _erode(self.touches, n).nonzero()
+
+
+def organ_map(organ: Tensor, spacing_mm: Sequence[float]) -> OrganMap:
+    """Coarse cells of a 3D bool organ mask, about `_MIN_CELL_MM` across (larger for huge scans)."""
+    volume = math.prod(n * s for n, s in zip(organ.shape, spacing_mm, strict=True))
+    side = max(_MIN_CELL_MM, (volume / _TARGET_CELLS) ** (1 / 3))
+    cell = tuple(max(1, round(side / s)) for s in spacing_mm)
+    pad = [0] * 6
+    for axis, (n, c) in enumerate(zip(organ.shape, cell, strict=True)):
+        pad[2 * (2 - axis) + 1] = (-n) % c
+    grid = F.pad(organ[None, None].to(torch.float32), pad)
+    touches = F.max_pool3d(grid, cell, stride=cell)[0, 0] > 0.5
+    diagonal = math.sqrt(sum((c * s) ** 2 for c, s in zip(cell, spacing_mm, strict=True)))
+    return OrganMap(organ, cell, diagonal, touches, tuple(float(s) for s in spacing_mm))
+
+
+def _erode(grid: Tensor, n: int) -> Tensor:
+    """Cells whose (2n+1)^3 neighbourhood lies wholly in `grid` (outside the grid counts as out)."""
+    if n <= 0:
+        return grid.clone()
+    out = (~grid)[None, None].to(torch.float32)
+    for axis in range(3):
+        kernel = [1, 1, 1]
+        kernel[axis] = 2 * n + 1
+        out = F.max_pool3d(F.pad(out, _pad_for(axis, n), value=1.0), tuple(kernel), stride=1)
+    return out[0, 0] < 0.5
+
+
+def _pad_for(axis: int, n: int) -> list[int]:
+    pad = [0] * 6
+    pad[2 * (2 - axis)] = pad[2 * (2 - axis) + 1] = n
+    return pad
+
+
+def pick_centre(organ_cells: OrganMap, cells: Tensor, rng: np.random.Generator) -> tuple[int, int, int] | None:
+    """A random organ voxel in a random one of `cells` (None when the draw misses the organ)."""
+    if len(cells) == 0:
+        return None
+    cell = cells[int(rng.integers(len(cells)))].tolist()
+    lo = [c * k for c, k in zip(cell, organ_cells.cell, strict=True)]
+    hi = [min(a + k, n) for a, k, n in zip(lo, organ_cells.cell, organ_cells.organ.shape, strict=True)]
+    block = organ_cells.organ[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]
+    inside = block.nonzero()
+    if len(inside) == 0:
+        return None
+    voxel = inside[int(rng.integers(len(inside)))].tolist()
+    return tuple(int(a + v) for a, v in zip(lo, voxel, strict=True))
+
+
+def fits(box: Box, grown: Tensor, footprint: Tensor, organ: Tensor, occupied: Tensor) -> bool:
+    """Whether the lesion on `box` keeps its grown mask inside the organ (and the image) and its footprint
+    clear of `occupied`. `grown` and `footprint` are box-shaped bool tensors."""
+    inner, outer = box.inner, box.outer
+    if box.clipped:
+        outside = torch.ones_like(grown)
+        outside[inner] = False
+        if bool((grown & outside).any()):
+            return False
+    if bool((grown[inner] & ~organ[outer]).any()):
+        return False
+    return not bool((footprint[inner] & occupied[outer]).any())
