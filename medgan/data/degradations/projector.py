@@ -21,7 +21,16 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-__all__ = ["WINDOWS", "backproject", "detector_geometry", "fbp", "project", "ramp_filter", "view_angles"]
+__all__ = [
+    "WINDOWS",
+    "backproject",
+    "coarse_projection",
+    "detector_geometry",
+    "fbp",
+    "project",
+    "ramp_filter",
+    "view_angles",
+]
 
 WINDOWS = ("ram-lak", "shepp-logan", "cosine", "hamming", "hann")
 _CHUNK_ELEMENTS = {"cpu": 2**24, "cuda": 2**28}  # interpolated samples held at once (memory bound)
@@ -84,6 +93,40 @@ def project(
             sums = sampled.sum(dim=-1).reshape(-1, len(theta), bins) * bin_mm
             out[p0 : p0 + plane_chunk, a0 : a0 + len(theta)] = sums
     return out
+
+
+def coarse_projection(
+    planes: torch.Tensor,  # [N, H, W]
+    views: int,  # views of the wanted sinogram over [0, pi)
+    spacing_mm: Sequence[float],  # (dy, dx)
+    coarsening: int = 2,  # pixels, bins and views this many times fewer along each direction
+) -> torch.Tensor:
+    """Line integrals on the detector of `detector_geometry(planes, spacing_mm)` at `views` angles, computed
+    on a coarser grid and interpolated linearly: about coarsening^3 times cheaper, and exact for smooth
+    planes. For quantities that vary slowly across rays, such as expected photon counts."""
+    height, width = planes.shape[-2:]
+    bins, bin_mm = detector_geometry((height, width), spacing_mm)
+    if coarsening <= 1:
+        return project(planes, view_angles(views, planes.device, planes.dtype), spacing_mm, bins, bin_mm)
+    size = (max(2, -(-height // coarsening)), max(2, -(-width // coarsening)))
+    # antialiased resampling onto a grid with the same centre and extent, spacing scaled by H / h
+    pooled = F.interpolate(planes.unsqueeze(1), size, mode="bilinear", antialias=True, align_corners=False)[:, 0]
+    spacing = (spacing_mm[0] * height / size[0], spacing_mm[1] * width / size[1])
+    coarse_views = max(2, -(-views // coarsening))
+    coarse = project(pooled, view_angles(coarse_views, planes.device, planes.dtype), spacing)  # [N, Vc, Bc]
+    coarse_bins, coarse_bin_mm = detector_geometry(size, spacing)
+    # the view at pi is the first one mirrored (t -> -t), so angles wrap round smoothly
+    coarse = torch.cat((coarse, coarse[:, :1].flip(-1)), dim=1).unsqueeze(1)  # [N, 1, Vc + 1, Bc]
+    t = (torch.arange(bins, device=planes.device, dtype=planes.dtype) - (bins - 1) / 2) * bin_mm
+    row = torch.arange(views, device=planes.device, dtype=planes.dtype) * (coarse_views / views)  # in coarse views
+    grid = torch.stack(
+        torch.broadcast_tensors(
+            (t / ((coarse_bins - 1) * coarse_bin_mm / 2))[None, :], (row * 2 / coarse_views - 1)[:, None]
+        ),
+        dim=-1,
+    )  # [views, bins, 2]
+    grid = grid.unsqueeze(0).expand(planes.shape[0], -1, -1, -1)
+    return F.grid_sample(coarse, grid, mode="bilinear", padding_mode="zeros", align_corners=True).squeeze(1)
 
 
 def _window(name: str, freq: torch.Tensor) -> torch.Tensor:

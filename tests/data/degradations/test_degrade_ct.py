@@ -118,3 +118,16 @@ def test_parameters_out_of_range_fail_with_one_line_naming_them(params, words):
         DEGRADATIONS.build("ct-lowdose", **params)
     message = str(info.value)
     assert "\n" not in message and all(w in message for w in words), message
+
+
+def test_coarse_projection_for_the_expected_counts_gives_the_same_noise_level():
+    centre = (np.arange(96) - 47.5) ** 2
+    radius2 = centre[:, None] + centre[None, :]
+    image = np.where(radius2 <= 44**2, 0.0, -1000.0)
+    image[(radius2 > 40**2) & (radius2 <= 44**2)] = 1500.0  # a bone ring: sharp edges in the sinogram
+    x = torch.from_numpy(image).float()[None, None].repeat(4, 1, 1, 1)
+    sd = {}
+    for coarsening in (1, 2):
+        degradation = DEGRADATIONS.build("ct-lowdose", dose=0.25, views=120, projection_coarsening=coarsening)
+        sd[coarsening] = float((degradation(x, (1.0, 1.0), generator=0)[0] - x)[:, 0, 30:66, 30:66].std())
+    assert sd[2] == pytest.approx(sd[1], rel=0.06)
