@@ -31,6 +31,7 @@ from medgan.anonymize import worker
 from medgan.anonymize.recipe import Policy
 from medgan.anonymize.result import Result
 from medgan.errors import InputError, OutputError
+from medgan.io.dicom_scan import list_dicom_files
 from medgan.io.walk import walk_tree
 
 __all__ = ["REPORT_COLUMNS", "BatchSummary", "anonymize_tree", "input_id", "iter_inputs", "read_report"]
@@ -74,8 +75,6 @@ def iter_inputs(root: str, exclude: str | None = None) -> Iterator[tuple[str, st
     if not os.path.exists(root):
         raise InputError("no such file or folder", path=root)
     if os.path.isfile(root):
-        from medgan.io.dicom_scan import list_dicom_files
-
         for path in list_dicom_files(root):  # the file itself, or the files a DICOMDIR references
             yield path, _sidecar(path)
         return

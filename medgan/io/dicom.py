@@ -74,7 +74,7 @@ class DicomSeries:
 
     def load(self, allow_gaps: bool = False, workers: int | None = None):
         """Decode and assemble the volume: a MetaTensor `[C, i, j, k]` (or `[C, i, j]`) in RAS."""
-        from medgan.io.image import make_image
+        from medgan.io.image import make_image  # torch and MONAI load here, not for a header scan
 
         layout = self.geometry(allow_gaps)
         planes = _decode(self.frames, workers)
