@@ -211,7 +211,7 @@ class Degradation:
             record: dict[str, Any] = {"kind": self.name, "severity": round(severity, 6) if steered else None}
             for param in self.params:
                 record[param.name] = self._draw(param, severity, generator, spacing_mm, dims)
-            record.update(self.sample_extra(record, generator, dims))
+            record.update(self.sample_extra(record, generator, dims, spacing_mm))
             record["noise_seed"] = int(torch.randint(0, _SEED_LIMIT, (), generator=generator))
             records.append(record)
         return records
@@ -249,8 +249,9 @@ class Degradation:
                 checked[param.name] = param.check(record[param.name], self.name)
         return checked
 
-    def sample_extra(self, record: dict, generator: torch.Generator, spatial_dims: int) -> dict:
-        """Further drawn values a subclass records (motion poses, field coefficients)."""
+    def sample_extra(self, record: dict, generator: torch.Generator, spatial_dims: int, spacing_mm=None) -> dict:
+        """Further values a subclass records: drawn (motion poses, field coefficients) or derived from the
+        other parameters and the spacing (per-item values that must replay exactly)."""
         return {}
 
     def apply(self, x: torch.Tensor, records: dict | Sequence[dict], spacing_mm: Sequence[float] | None = None):

@@ -11,9 +11,10 @@ each plane across the slice axis of a volume):
    (`projection_coarsening`): p only sets the expected counts, which vary slowly across rays, and
    this makes the projection about 8 times cheaper. The noise itself is drawn for every bin and view.
 3. Detected quanta N = Poisson(I0 e^-p) + Normal(0, electronic_noise_sd^2), with the incident quanta per
-   bin and view I0 = incident_flux * dose * (bin_mm / 1 mm) * (1000 / views): `incident_flux` is
-   the full-dose fluence for 1 mm bins and 1000 views, so the noise level does not depend on how
-   finely the simulation samples angles, and smaller pixels are noisier, as on a scanner.
+   bin and view I0 = incident_flux * dose * (bin_mm / 1 mm) * (slice_thickness_mm / 1 mm) * (1000 / views):
+   `incident_flux` is the full-dose fluence through 1 mm x 1 mm of detector (at the isocentre) per
+   view, for 1000 views over 180 degrees. So the noise level does not depend on how finely the
+   simulation samples angles, and thinner slices and smaller pixels are noisier, as on a scanner.
    N is clipped to at least 1 quantum (a dead reading) before the log.
 4. The noise in projection space, log(I0 / N) - p, goes through filtered back-projection onto the
    input grid and is added to the input in HU. Filtered back-projection is linear, so this is the
@@ -47,7 +48,7 @@ from medgan.data.degradations.registry import DEGRADATIONS
 __all__ = ["MU_WATER_PER_MM", "CTLowDose", "from_planes", "hu_to_mu", "planes_of"]
 
 MU_WATER_PER_MM = 0.0193  # liquid water at about 70 keV (NIST XCOM), 1/mm
-REFERENCE_BIN_MM = 1.0  # incident_flux is quoted for bins this wide...
+REFERENCE_BIN_MM = 1.0  # incident_flux is quoted for bins this wide and slices this thick...
 REFERENCE_VIEWS = 1000  # ...and this many views over 180 degrees
 PADDING_HU = -1024.0  # values below this are a scanner's outside-the-field padding, kept as they are
 
@@ -80,17 +81,25 @@ class CTLowDose(Degradation):
     params = (
         Param("dose", "", "dose fraction of the full-dose reference flux", low=0.001, high=1.0,
               mild=0.5, severe=0.05, log=True),
-        Param("incident_flux", "quanta", "full-dose quanta per 1 mm detector bin and view (1000 views)",
+        Param("incident_flux", "quanta", "full-dose quanta per view through 1 mm x 1 mm of detector (1000 views)",
               low=1e2, high=1e8, default=1e5),
+        Param("slice_thickness_mm", "mm", "reconstructed slice thickness (default: 3D, the slice spacing; 2D, 1 mm)",
+              low=0.01, high=100.0, default=None),
         Param("electronic_noise_sd", "quanta", "detector read-out noise per bin and view",
               low=0.0, high=1e3, default=3.0),
         Param("views", "", "projection angles over 180 degrees", kind="int", low=16, high=4096, default=360),
-        Param("filter", "", "ramp filter window", kind="choice", choices=WINDOWS, default="ram-lak"),
+        Param("filter", "", "ramp filter window", kind="choice", choices=WINDOWS, default="shepp-logan"),
         Param("slice_axis", "", "3D: the spatial axis across which planes are reconstructed", kind="int",
               low=-3, high=2, default=-1),
         Param("projection_coarsening", "", "expected counts from a projection this many times coarser", kind="int",
               low=1, high=4, default=2),
     )  # fmt: skip
+
+    def sample_extra(self, record: dict, generator: torch.Generator, spatial_dims: int, spacing_mm=None) -> dict:
+        if record["slice_thickness_mm"] is not None:
+            return {}
+        across = spacing_mm is not None and spatial_dims == 3
+        return {"slice_thickness_mm": float(spacing_mm[record["slice_axis"] % 3]) if across else 1.0}
 
     def apply(self, x: torch.Tensor, records: dict | Sequence[dict], spacing_mm: Sequence[float] | None = None):
         """Add low-dose CT noise to `x` in HU, `[B, C, *spatial]`; `spacing_mm` per spatial axis."""
@@ -125,7 +134,8 @@ class CTLowDose(Degradation):
         for i, record in enumerate(records):
             p = line_integrals[i * per_item : (i + 1) * per_item]
             generator = item_generator(record["noise_seed"], planes.device)
-            flux = record["incident_flux"] * record["dose"] * (bin_mm / REFERENCE_BIN_MM) * (REFERENCE_VIEWS / views)
+            area = (bin_mm / REFERENCE_BIN_MM) * ((record["slice_thickness_mm"] or 1.0) / REFERENCE_BIN_MM)
+            flux = record["incident_flux"] * record["dose"] * area * (REFERENCE_VIEWS / views)
             expected = flux * torch.exp(-p)
             counts = torch.poisson(expected, generator=generator)
             if record["electronic_noise_sd"] > 0:

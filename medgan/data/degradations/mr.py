@@ -262,7 +262,7 @@ class MRMotion(Degradation):
         _READOUT,
     )  # fmt: skip
 
-    def sample_extra(self, record: dict, generator: torch.Generator, spatial_dims: int) -> dict:
+    def sample_extra(self, record: dict, generator: torch.Generator, spatial_dims: int, spacing_mm=None) -> dict:
         rotations = 1 if spatial_dims == 2 else 3
         poses = []
         for _ in range(record["segments"]):

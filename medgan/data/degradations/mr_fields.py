@@ -95,7 +95,7 @@ class MRBias(Degradation):
         Param("order", "", "highest total degree of the polynomial", kind="int", low=1, high=5, default=3),
     )
 
-    def sample_extra(self, record: dict, generator: torch.Generator, spatial_dims: int) -> dict:
+    def sample_extra(self, record: dict, generator: torch.Generator, spatial_dims: int, spacing_mm=None) -> dict:
         exponents = monomials(spatial_dims, record["order"])
         coefficients = (torch.rand(len(exponents), generator=generator, dtype=torch.float64) * 2 - 1).tolist()
         return {"terms": [[list(e), round(c, 6)] for e, c in zip(exponents, coefficients, strict=True)]}

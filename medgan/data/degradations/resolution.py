@@ -140,7 +140,7 @@ class ThickSlices(_AxisMaps):
         Param("back_to_input_grid", "", "interpolate back onto the input grid", kind="bool", default=False),
     )  # fmt: skip
 
-    def sample_extra(self, record: dict, generator: torch.Generator, spatial_dims: int) -> dict:
+    def sample_extra(self, record: dict, generator: torch.Generator, spatial_dims: int, spacing_mm=None) -> dict:
         return {"slice_spacing_mm": record["slice_spacing_mm"] or record["thickness_mm"]}
 
     def axis_maps(self, record: dict, shape, spacing):

@@ -131,3 +131,17 @@ def test_coarse_projection_for_the_expected_counts_gives_the_same_noise_level():
         degradation = DEGRADATIONS.build("ct-lowdose", dose=0.25, views=120, projection_coarsening=coarsening)
         sd[coarsening] = float((degradation(x, (1.0, 1.0), generator=0)[0] - x)[:, 0, 30:66, 30:66].std())
     assert sd[2] == pytest.approx(sd[1], rel=0.06)
+
+
+def test_thicker_slices_collect_more_quanta_so_noise_falls_as_one_over_sqrt_thickness():
+    planes = water_cylinder(batch=1)[:, :, :, :, None].repeat(1, 1, 1, 1, 6)  # six 1 mm x 1 mm planes
+    sd = {}
+    for thickness in (1.0, 4.0):
+        degradation = DEGRADATIONS.build("ct-lowdose", dose=0.5, views=90)
+        records = degradation.sample(1, 0, spacing_mm=(1.0, 1.0, thickness))
+        assert records[0]["slice_thickness_mm"] == thickness  # from the spacing across the slices
+        y = degradation.apply(planes, records, (1.0, 1.0, thickness))
+        sd[thickness] = float((y - planes)[0, 0, 22:42, 22:42].std())
+    assert sd[4.0] / sd[1.0] == pytest.approx(0.5, rel=0.10)
+    two_d = DEGRADATIONS.build("ct-lowdose").sample(1, 0, spacing_mm=(1.0, 1.0))[0]
+    assert two_d["slice_thickness_mm"] == 1.0
