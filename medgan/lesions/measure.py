@@ -10,10 +10,12 @@ gives s. Variances are robust: (1.4826 MAD)^2, so the few differences that cross
 
 Scanner blur (`estimate_blur`): along each axis, profiles across strong edges that face that axis
 (the gradient points along it) are fitted with an error function, its width found by a grid search
-over width and sub-voxel position. A voxel's value is the scene blurred by the scanner's point spread
-function and averaged over the voxel, so the fitted width is sqrt(s_psf^2 + h^2 / 12) for voxel size
-h; the median over edges gives s_psf per axis. Anatomical edges are never perfect steps, so this
-errs on the blurry side: inserted lesions come out no sharper than the anatomy around them.
+over width and sub-voxel position. A voxel's value is the scene blurred by the scanner's point
+spread function and averaged over the voxel, so the fitted width is sqrt(s_psf^2 + h^2 / 12) for
+voxel size h. Anatomy that is no clean step (a surface cutting a thick slice obliquely, two edges
+close together) fits badly and reads wider, so the better-fitting half of the edges is kept and
+their median width gives s_psf per axis. What remains errs on the blurry side: inserted lesions
+come out no sharper than the anatomy around them.
 
 Lesions (`measure_lesion`): volume and equivalent diameter from the label mask, the longest
 diameter between voxel centres, and the mean contrast of the lesion to a shell of organ voxels
@@ -146,7 +148,7 @@ def _axis_blur(image, g, magnitude, axis, half, region, max_edges, min_step, wid
     if n < 2 * half + 3:
         return None
     strength = g.abs()
-    facing = strength >= 0.9 * magnitude  # the edge's normal runs along this axis
+    facing = strength >= 0.9 * magnitude  # the edge's normal runs along this axis (within 25 degrees)
     peak = torch.zeros_like(facing)
     core = strength.narrow(axis, 1, n - 2)
     local_max = (core >= strength.narrow(axis, 0, n - 2)) & (core > strength.narrow(axis, 2, n - 2))
@@ -178,9 +180,12 @@ def _axis_blur(image, g, magnitude, axis, half, region, max_edges, min_step, wid
         return None
     table = _edge_table(widths, shifts, half).reshape(-1, 2 * half + 1)  # [W*S, K]
     error = torch.cdist(normal, table)  # [E, W*S]
-    best = error.argmin(1) // shifts.numel()
-    total = widths[best]
-    psf = torch.sqrt(torch.clamp(total**2 - 1.0 / 12.0, min=0.0))
+    residual, best = error.min(1)
+    total = widths[best // shifts.numel()]
+    # Edges that are not clean steps (a surface cutting a thick slice obliquely, two edges close together)
+    # fit an error function badly and read wider: keep the better-fitting half.
+    good = residual <= residual.median()
+    psf = torch.sqrt(torch.clamp(total[good] ** 2 - 1.0 / 12.0, min=0.0))
     return float(psf.median()), int(normal.shape[0])
 
 

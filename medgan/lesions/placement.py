@@ -40,12 +40,17 @@ class OrganMap:
     spacing_mm: tuple[float, float, float]
 
     def deepest_mm(self) -> float:
-        """An upper bound on the radius of the largest ball that fits in the organ."""
+        """An upper bound on the radius of the largest ball that fits in the organ: from the coarse cells, and
+        from the organ's extent along each voxel axis (a ball spans its diameter along every direction)."""
         n, grid = 0, self.touches
         while bool(grid.any()):
             n += 1
             grid = _erode(self.touches, n)
-        return n * self.cell_diagonal_mm
+        extents = []
+        for axis, h in enumerate(self.spacing_mm):
+            present = self.organ.any(dim=[a for a in range(3) if a != axis]).nonzero()
+            extents.append((int(present.max()) - int(present.min()) + 1) * h if len(present) else 0.0)
+        return min(n * self.cell_diagonal_mm, min(extents) / 2)
 
     def candidates(self, radius_mm: float) -> Tensor:
         """Cells that may hold the centre of a ball of `radius_mm` inside the organ: `[K, 3]` cell indices."""

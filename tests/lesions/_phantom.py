@@ -77,9 +77,9 @@ def blob_phantom(spacing_mm, blur_mm, noise_sd, noise_corr_mm, shape=(48, 48, 24
     x, y, z = torch.meshgrid(*axes, indexing="ij")
     extent = [n * s for n, s in zip(shape, spacing_mm, strict=True)]
     scene = torch.zeros(x.shape)
-    for _ in range(20):
+    for _ in range(14):
         c = rng.uniform(0, 1, 3) * extent
-        r = rng.uniform(0.1, 0.25) * min(extent)
+        r = rng.uniform(0.2, 0.4) * min(extent)
         scene[(x - c[0]) ** 2 + (y - c[1]) ** 2 + (z - c[2]) ** 2 <= r * r] = float(rng.uniform(-400, 400))
     sigma_fine = [b / s for b, s in zip(blur_mm, fine_spacing, strict=True)]
     pads = [gaussian_kernel(s, "cpu").numel() // 2 for s in sigma_fine]

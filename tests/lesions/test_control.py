@@ -70,7 +70,8 @@ def test_liver_lesions_match_the_request(ct_body):
     measured = check_control(image, result, liver[0].numpy(), _spacing(image))
     for record, (diameter, contrast) in zip(result.records, measured, strict=True):
         assert record.measured["equivalent_diameter_mm"] == pytest.approx(diameter, rel=1e-6)
-        assert record.measured["mean_contrast"] == pytest.approx(contrast, abs=2.0)  # a shell minus later lesions
+        # the record measures its shell less the voxels any lesion changed, the test less those that differ
+        assert record.measured["mean_contrast"] == pytest.approx(contrast, abs=0.1 * abs(contrast))
 
 
 def test_lung_nodules_match_the_request(ct_body):
