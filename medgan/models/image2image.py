@@ -56,12 +56,17 @@ class UNetGenerator(nn.Module):
         norm: str = "batch",  # "batch", "instance" or "none"
         dropout: float = 0.0,  # dropout probability in the 3 decoder levels nearest the bottleneck (pix2pix: 0.5)
         out_activation: str = "tanh",  # "tanh": output in [-1, 1]; "linear": unbounded
+        residual: bool = False,  # add the input's first out_channels channels to the output: it learns a correction
     ) -> None:
         super().__init__()
         self.spatial_dims = check_spatial_dims(spatial_dims)
         self.in_channels = check_int("in_channels", in_channels)
         self.out_channels = check_int("out_channels", out_channels)
         self.depth = check_int("depth", depth)
+        self.residual = bool(residual)
+        if self.residual and in_channels < out_channels:
+            raise ConfigError(f"unet generator: residual adds the input to the output, so in_channels ({in_channels}) "
+                              f"must be at least out_channels ({out_channels})")  # fmt: skip
         check_int("channels", channels)
         check_int("max_channels", max_channels)
         monai_norm = _monai_norm(norm)
@@ -119,13 +124,19 @@ class UNetGenerator(nn.Module):
         """Translate images [B, in_channels, *spatial] to [B, out_channels, *spatial]."""
         self.check_input_size(x.shape)
         skips = []
+        source = x
         for down in self.down:
             x = down(x)
             skips.append(x)
         x = skips.pop()
         for up in self.up:
             x = torch.cat([up(x), skips.pop()], dim=1)
-        return self.out_activation(self.final(x))
+        if not self.residual:
+            return self.out_activation(self.final(x))
+        # The input (its first out_channels channels) plus a correction; tanh's range kept by clamping, so that
+        # where no correction is needed the output is the input itself.
+        y = source[:, : self.out_channels] + self.final(x)
+        return y.clamp(*self.output_range) if self.output_range is not None else y
 
 
 class ResidualBlock(nn.Module):
