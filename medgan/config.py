@@ -115,6 +115,8 @@ def describe_validation_error(err: ValidationError, model: type[BaseModel]) -> s
         message = f"unknown key {key!r}{hint}"
     elif first["type"] == "missing":
         message = f"{key}: required key is missing"
+    elif not loc and first["type"] == "value_error":  # a check across sections says itself what it is about
+        message = first["msg"].removeprefix("Value error, ")
     else:
         got = first.get("input")
         message = f"{key}: {first['msg'][0].lower()}{first['msg'][1:]}"

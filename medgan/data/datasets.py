@@ -63,11 +63,13 @@ class ScanDataset(torch.utils.data.Dataset):
         crop: str = "random",  # "random" or "center" when a slice/volume is larger than image_size
         cache: str = "memory",  # "memory", "disk" or "none"
         cache_dir: str | None = None,
+        physical: Sequence[str] = (),  # image keys returned in physical units, unwindowed (degraded on the device)
     ):
         self.spatial_dims, self.image_size = spatial_dims, list(image_size)
         self.slice_axis, self.slab_slices, self.crop = slice_axis, slab_slices, crop
         self.inputs = {i.key: i for i in inputs if i.is_file and (i.key == "image" or any(i.key in r for r in records))}
         self.classes = [i.key for i in inputs if not i.is_file]
+        self.physical = frozenset(physical)
         labels = [k for k, i in self.inputs.items() if i.is_labels]
         loader = LoadScand(list(self.inputs), spacing_mm, spatial_dims, slice_axis, label_keys=labels)
         self.scans = _cached(records, loader, cache, cache_dir)
@@ -195,12 +197,14 @@ class ScanDataset(torch.utils.data.Dataset):
         offsets = self._offsets(arrays["image"].shape[1:], rng)
         out: dict[str, Tensor] = {}
         for key_name, array in arrays.items():
-            kind = self.inputs[key_name].kind
-            if kind == "image":
-                array = to_unit(array, *self.windows[key_name])
+            kind, fill = self.inputs[key_name].kind, 0.0
+            if kind == "image" and key_name in self.physical:  # padded with the window's low end, in its units
+                fill = self.windows[key_name][0]
+            elif kind == "image":
+                array, fill = to_unit(array, *self.windows[key_name]), -1.0
             elif kind == "mask":  # any non-zero label is the region
                 array = (array > 0).to(torch.uint8)
-            out[key_name] = _crop_or_pad(array, self.image_size, offsets, -1.0 if kind == "image" else 0)
+            out[key_name] = _crop_or_pad(array, self.image_size, offsets, fill)
         for key_name in self.classes:
             if key_name in scan:
                 out[key_name] = torch.tensor(scan[key_name], dtype=torch.long)

@@ -39,6 +39,10 @@ class Task:
     # translates (windowed images, label maps, masks), all on one voxel grid.
     translates: ClassVar[tuple[str, ...] | None] = None
     Options: ClassVar[type[Section]] = NoOptions  # its own settings, in the config's `loss` section
+    # The input a degradation of the image can stand in for (`data.degrade`: simulated pairs); None: none.
+    simulates: ClassVar[str | None] = None
+    # The input the output should equal, for scoring on held-out pairs (`data.validation`); None: unpaired.
+    target: ClassVar[str | None] = None
 
     def network_sizes(self, record: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
         """Per network: the sizes the data fixes (channels, classes, labels), filled into builders that take them."""

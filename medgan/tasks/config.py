@@ -21,17 +21,21 @@ from typing import Any, Literal
 from pydantic import Field, SerializeAsAny, create_model, field_validator, model_validator
 
 from medgan.config import Section
+from medgan.data.degradations import DEGRADATIONS
+from medgan.errors import ConfigError
 from medgan.tasks.base import TASKS
 
 __all__ = [
     "AugmentConfig",
     "DataConfig",
+    "DegradeConfig",
     "LossConfig",
     "NetworkConfig",
     "OptimConfig",
     "RunConfig",
     "TrainConfig",
     "architecture_of",
+    "build_degradation",
     "validate_config",
 ]
 
@@ -48,6 +52,32 @@ class NetworkConfig(Section):
 
     name: str
     options: dict[str, Any] = Field(default_factory=dict)
+
+
+class DegradeConfig(Section):
+    """A degradation (`medgan.data.degradations`) that makes each sample's input from its clean image, on the
+    training device: a clean set becomes (degraded, clean) pairs with fresh parameters every step."""
+
+    kind: str  # a registered degradation: ct-lowdose, mr-undersample, mr-noise, thick-slices, ...
+    severity: float | tuple[float, float] | None = None  # 0 mild .. 1 severe, or a [low, high] range drawn per sample
+    params: dict[str, Any] = Field(default_factory=dict)  # explicit physical parameters: a number or [low, high]
+
+    @model_validator(mode="after")
+    def _buildable(self) -> DegradeConfig:
+        build_degradation(self)  # an unknown kind, parameter or range fails here, with its valid values
+        return self
+
+
+def build_degradation(config: DegradeConfig) -> Any:
+    """The degradation a `DegradeConfig` names; resolution losses come back onto the input grid, as pairs need."""
+    try:
+        kind = DEGRADATIONS.get(config.kind)
+        params = dict(config.params)
+        if kind.changes_grid:
+            params.setdefault("back_to_input_grid", True)
+        return kind(severity=config.severity, **params)
+    except ConfigError as err:
+        raise ValueError(str(err)) from None
 
 
 class DataConfig(Section):
@@ -69,6 +99,9 @@ class DataConfig(Section):
     cache: Literal["memory", "disk", "none"] = "memory"  # MONAI CacheDataset, PersistentDataset, or neither
     cache_dir: str | None = None  # for cache: disk; default <run folder>/cache
     num_workers: int = Field(default=0, ge=0)  # DataLoader worker processes per training process
+    degrade: DegradeConfig | None = None  # pix2pix: make each source by degrading its image (no source column)
+    validation: str | None = None  # held-out scans (another subject): a folder or CSV, scored during training
+    validation_samples: int = Field(default=32, ge=1)  # samples of the held-out scans scored each time
 
     @field_validator("image_size")
     @classmethod
@@ -164,6 +197,7 @@ class RunConfig(Section):
     checkpoint_every_steps: int = Field(default=1000, ge=1)
     keep_checkpoints: int = Field(default=3, ge=1)  # the newest this many are kept
     num_samples: int = Field(default=8, ge=1)  # images in each sample grid
+    validate_every_steps: int = Field(default=500, ge=1)  # score the held-out pairs (data.validation)
     tensorboard: bool = True
 
 
@@ -187,6 +221,18 @@ class TrainConfig(Section):
         if task not in TASKS:
             raise ValueError(TASKS.unknown_message(task))
         return task
+
+    @model_validator(mode="after")
+    def _task_takes_its_data(self) -> TrainConfig:
+        task = TASKS.get(self.task)
+        if self.data.degrade is not None and task.simulates is None:
+            takers = [name for name in TASKS.names() if TASKS.get(name).simulates]
+            raise ValueError(f"data.degrade makes a task's input from its image, which task {self.task} does not take "
+                             f"(tasks that do: {', '.join(takers)})")  # fmt: skip
+        if self.data.validation is not None and task.target is None:
+            raise ValueError(f"data.validation scores a task's output against a paired target; task {self.task} "
+                             "has none")  # fmt: skip
+        return self
 
     @classmethod
     def model_for(cls, data: Mapping[str, Any]) -> type[TrainConfig]:

@@ -54,6 +54,7 @@ class Inpaint(Task):
     inputs = (Input("image"), Input("mask", "mask", required=False))
     translates = ("image", "mask")
     Options = InpaintOptions
+    target = "image"
 
     def network_sizes(self, record: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
         channels = record["channels"]

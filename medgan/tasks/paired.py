@@ -40,6 +40,8 @@ class Pix2Pix(Task):
     inputs = (Input("image"), Input("source"))
     translates = ("source",)
     Options = PairedOptions
+    simulates = "source"
+    target = "image"
 
     def network_sizes(self, record: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
         channels = record["channels"]
@@ -57,6 +59,7 @@ class LabelToImage(Task):
     inputs = (Input("image"), Input("label_map", "labels"))
     translates = ("label_map",)
     Options = PairedOptions
+    target = "image"
 
     def network_sizes(self, record: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
         channels, labels = record["channels"], record["num_labels"]

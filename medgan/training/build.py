@@ -18,9 +18,11 @@ from torch.utils.data import DataLoader
 from medgan.errors import ConfigError, InputError, OutputError
 from medgan.tasks.base import Task
 from medgan.tasks.checkpoint import latest_checkpoint
-from medgan.tasks.config import DataConfig, OptimConfig, TrainConfig
+from medgan.tasks.config import DataConfig, OptimConfig, TrainConfig, build_degradation
 from medgan.training.augment import Augment
 from medgan.training.distributed import Dist
+from medgan.training.pairs import SimulatedPairs
+from medgan.training.validation import Validator
 
 __all__ = [
     "build_dataset",
@@ -28,6 +30,8 @@ __all__ = [
     "make_augment",
     "make_loader",
     "make_optimizer",
+    "make_simulator",
+    "make_validator",
     "resolve_run_dir",
     "to_device",
 ]
@@ -75,22 +79,36 @@ def _listdir(folder: str) -> list[str]:
     return os.listdir(folder) if os.path.isdir(folder) else []
 
 
-def build_dataset(data: DataConfig, task: Task, cache_dir: str) -> Any:
+def build_dataset(data: DataConfig, task: Task, cache_dir: str, source: str | None = None, crop: str | None = None):
     """The training set of a task: a `ScanDataset` of the inputs it declares, or, for a task with two
-    domains, an `UnpairedDataset` of `data.source` and `data.source_b`."""
+    domains, an `UnpairedDataset` of `data.source` and `data.source_b`. With `data.degrade`, the input the
+    task simulates is not read but made on the device (`SimulatedPairs`), and the images stay in physical
+    units. `source` and `crop` replace `data.source` and `data.crop` (the held-out set of `data.validation`)."""
     from medgan.data.datasets import ScanDataset, UnpairedDataset
     from medgan.data.records import find_records
 
-    records = find_records(data.source, task.inputs)
-    _check_columns(records, task, data.source)
+    source = source or data.source
+    inputs = task.inputs
+    if data.degrade is not None:
+        inputs = tuple(i for i in task.inputs if i.key != task.simulates)
+    records = find_records(source, inputs)
+    if data.degrade is not None and source.lower().endswith(".csv"):
+        given = find_records(source, task.inputs)
+        if any(task.simulates in r for r in given):
+            raise InputError(f"data.degrade makes the {task.simulates!r} images, but the CSV names them too: drop the "
+                             "column or data.degrade", path=source)  # fmt: skip
+    _check_columns(records, task, source, inputs)
     options = {
         "spatial_dims": data.spatial_dims, "image_size": data.image_size, "spacing_mm": data.spacing_mm,
         "slice_axis": data.slice_axis, "slab_slices": data.slab_slices, "slice_range": data.slice_range,
         "min_foreground_fraction": data.min_foreground_fraction, "window_percentiles": data.window_percentiles,
-        "crop": data.crop, "cache": data.cache,
+        "crop": crop or data.crop, "cache": data.cache,
     }  # fmt: skip
-    dataset = ScanDataset(records, task.inputs, window=data.window, source_window=data.source_window,
-                          cache_dir=os.path.join(cache_dir, "a"), **options)  # fmt: skip
+    dataset = ScanDataset(records, inputs, window=data.window, source_window=data.source_window,
+                          cache_dir=os.path.join(cache_dir, "a"), physical=("image",) if data.degrade else (),
+                          **options)  # fmt: skip
+    if data.degrade is not None:  # the degraded input's window: given, or the clean image's
+        dataset.record["source_window"] = list(data.source_window or dataset.record["window"])
     if not task.domains:
         return dataset
     if not data.source_b:
@@ -100,10 +118,10 @@ def build_dataset(data: DataConfig, task: Task, cache_dir: str) -> Any:
     return UnpairedDataset(dataset, other, task.domains)
 
 
-def _check_columns(records: list[dict[str, Any]], task: Task, source: str) -> None:
+def _check_columns(records: list[dict[str, Any]], task: Task, source: str, inputs) -> None:
     """Every record holds the task's required inputs; an optional one is given for every record or none
     (a batch cannot mix samples with and without it)."""
-    for item in task.inputs:
+    for item in inputs:
         given = [item.key in r for r in records]
         if item.required and not all(given):
             raise InputError(f"task {task.name} needs a CSV with a {item.key!r} column for every row", path=source)
@@ -111,6 +129,28 @@ def _check_columns(records: list[dict[str, Any]], task: Task, source: str) -> No
             line = next(r.get("csv_line", "?") for r, has in zip(records, given, strict=True) if not has)
             raise InputError(f"line {line} lacks {item.key!r}, which other rows give: task {task.name} takes it "
                              "for every row or none", path=source)  # fmt: skip
+
+
+def make_simulator(cfg: TrainConfig, task: Task, record: dict[str, Any], seed: int) -> SimulatedPairs | None:
+    """Simulated pairs for `data.degrade` (None without it)."""
+    if cfg.data.degrade is None:
+        return None
+    degradation = build_degradation(cfg.data.degrade)
+    return SimulatedPairs(degradation, task.simulates, record["window"], record["source_window"],
+                          record["spacing_mm"], seed=seed)  # fmt: skip
+
+
+def make_validator(cfg: TrainConfig, task: Task, record: dict[str, Any], cache_dir: str,
+                   simulate: SimulatedPairs | None, device: torch.device, layout) -> Validator | None:  # fmt: skip
+    """The held-out pairs of `data.validation`, cut like the training samples but centred, in the training
+    windows (None without it)."""
+    if cfg.data.validation is None:
+        return None
+    data = cfg.data.model_copy(update={"window": record["window"], "source_window": record.get("source_window"),
+                                       "degrade": cfg.data.degrade})  # fmt: skip
+    held_out = build_dataset(data, task, os.path.join(cache_dir, "validation"), source=cfg.data.validation,
+                             crop="center")  # fmt: skip
+    return Validator(held_out, task, record, cfg.data.validation_samples, simulate, device, layout, seed=cfg.seed)
 
 
 def make_augment(cfg: TrainConfig, record: dict[str, Any], seed: int, device: torch.device) -> Augment:

@@ -159,20 +159,36 @@ class RunLogger:
         # A terminal gets one line rewritten in place; a log file gets a line per interval.
         print(("\r\033[K" + line) if self._tty else line, end="" if self._tty else "\n", file=sys.stderr, flush=True)
 
-    def samples(self, step: int, rows: Sequence[Tensor], columns: int) -> str | None:
-        """Write `samples/step_NNNNNNN.png` (and the same grid to TensorBoard); returns its path."""
+    def samples(self, step: int, rows: Sequence[Tensor], columns: int, name: str = "samples") -> str | None:
+        """Write `samples/step_NNNNNNN.png` (`val_step_...` for another `name`) and the same grid to TensorBoard
+        under `name`; returns its path."""
         if not self.enabled:
             return None
         grid = sample_grid(rows, columns)
         png = encode_png(grid)
-        path = os.path.join(self.run_dir, "samples", f"step_{step:07d}.png")
+        prefix = "" if name == "samples" else "val_"
+        path = os.path.join(self.run_dir, "samples", f"{prefix}step_{step:07d}.png")
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(path, "wb") as fh:
             fh.write(png)
         if self._events is not None:
-            self._events.image(step, "samples", png, *grid.shape)
+            self._events.image(step, name, png, *grid.shape)
             self._events.flush()
         return path
+
+    def validation(self, step: int, scores: dict[str, float], rows: Sequence[Tensor], columns: int) -> None:
+        """Held-out scores: a `stats.jsonl` line of their own, TensorBoard scalars, a line on stderr and the
+        input | output | target | error grid."""
+        if not self.enabled:
+            return
+        record = {"step": step, "images_seen": step * self.images_per_step, **scores}
+        with open(self._stats_path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record) + "\n")
+        if self._events is not None:
+            self._events.scalars(step, scores)
+        shown = " ".join(f"{k}={v:.4g}" for k, v in scores.items())
+        print(("\r\033[K" if self._tty else "") + f"validation at step {step}: {shown}", file=sys.stderr, flush=True)
+        self.samples(step, rows, columns, name="validation")
 
     def close(self) -> None:
         if self.enabled and self._tty:

@@ -20,6 +20,7 @@ from medgan.errors import ConfigError
 __all__ = [
     "Precision",
     "configure_backends",
+    "layout_of",
     "memory_format",
     "requires_grad",
     "resolve_device",
@@ -53,6 +54,15 @@ def memory_format(spatial_dims: int, enabled: bool) -> torch.memory_format:
     if not enabled:
         return torch.contiguous_format
     return torch.channels_last if spatial_dims == 2 else torch.channels_last_3d
+
+
+def layout_of(x: torch.Tensor) -> torch.memory_format:
+    """The memory layout of an image batch (channels-last when the networks run that way)."""
+    if x.ndim == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        return torch.channels_last
+    if x.ndim == 5 and x.is_contiguous(memory_format=torch.channels_last_3d) and not x.is_contiguous():
+        return torch.channels_last_3d
+    return torch.contiguous_format
 
 
 def configure_backends(device: torch.device) -> None:

@@ -24,6 +24,7 @@ from medgan.training.augment import Augment
 from medgan.training.distributed import Dist
 from medgan.training.ema import EMA
 from medgan.training.objectives import Objective
+from medgan.training.pairs import SimulatedPairs
 
 __all__ = ["RunState", "get_rng_state", "set_rng_state"]
 
@@ -41,6 +42,7 @@ class RunState:
     augment: Augment
     objective: Objective
     dist: Dist
+    simulate: SimulatedPairs | None = None  # data.degrade: its record generator is per process
 
     def capture(self, step: int, images_per_step: int) -> dict[str, Any]:
         """Everything a checkpoint holds at `step`; per-process random states are gathered from every rank."""
@@ -50,6 +52,8 @@ class RunState:
             "augment": self.augment.state_dict(),
             "weights": _digest(self.nets),
         }
+        if self.simulate is not None:
+            mine["pairs"] = self.simulate.state_dict()
         per_rank = self.dist.gather_objects(mine)
         if len({str(r["weights"]) for r in per_rank}) > 1:
             log.warning("step %d: the processes' weights differ (%s); gradients are not being averaged alike",
@@ -96,8 +100,12 @@ class RunState:
                         checkpoint.get("world_size"), self.dist.world_size)  # fmt: skip
             mine = {**ranks[0], "objective": self.objective.state_dict(),
                     "augment": {**self.augment.state_dict(), "p": ranks[0]["augment"]["p"]}}  # fmt: skip
+            if self.simulate is not None:
+                mine["pairs"] = self.simulate.state_dict()
         self.objective.load_state_dict(mine["objective"])
         self.augment.load_state_dict(mine["augment"])
+        if self.simulate is not None and "pairs" in mine:
+            self.simulate.load_state_dict(mine["pairs"])
         return int(checkpoint["step"])
 
 

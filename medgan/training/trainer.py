@@ -108,6 +108,7 @@ def _train(cfg: TrainConfig, dist: Dist, run_dir: str | None, resume: bool, name
     np.random.seed(rank_seed % 2**32)
     random.seed(rank_seed)
     augment = build.make_augment(cfg, record, rank_seed, device)
+    simulate = build.make_simulator(cfg, task, record, rank_seed)  # data.degrade: pairs made on the device
     objective = OBJECTIVES.build(cfg.task, nets=nets, options=cfg.loss, gan_loss=cfg.loss.gan, augment=augment,
                                  r1_gamma=cfg.loss.r1_gamma, r1_interval_steps=cfg.loss.r1_interval_steps,
                                  gp_weight=cfg.loss.gp_weight, seed=rank_seed, device=device)  # fmt: skip
@@ -123,7 +124,7 @@ def _train(cfg: TrainConfig, dist: Dist, run_dir: str | None, resume: bool, name
     d_opt = build.make_optimizer(d_params, cfg.optim.d_lr, cfg.optim, device)
     scalers = {"G": precision.scaler(), "D": precision.scaler()}
     ema = EMA(objective.generators(), cfg.train.ema_halflife_images, cfg.train.ema_rampup_ratio)
-    state = RunState(config, record, nets, ema, {"G": g_opt, "D": d_opt}, scalers, augment, objective, dist)
+    state = RunState(config, record, nets, ema, {"G": g_opt, "D": d_opt}, scalers, augment, objective, dist, simulate)
 
     start_step = 0
     if checkpoint is not None:
@@ -137,6 +138,9 @@ def _train(cfg: TrainConfig, dist: Dist, run_dir: str | None, resume: bool, name
     batches = iter(build.make_loader(dataset, cfg, dist, start_step, device))
     preview = default_collate([dataset[(i % len(dataset), 0)] for i in range(cfg.train.num_samples)])
     preview = build.to_device(preview, device, layout)
+    if simulate is not None:  # the same degraded inputs in every grid
+        preview = simulate(preview, torch.Generator().manual_seed(cfg.seed))
+    validate = build.make_validator(cfg, task, record, cache_dir, simulate, device, layout) if dist.is_main else None
     logger = RunLogger(run_dir, dist.is_main, total, start_step, images_per_step, cfg.train.tensorboard)
     stats = Stats()
     clip = cfg.optim.grad_clip_norm
@@ -145,6 +149,8 @@ def _train(cfg: TrainConfig, dist: Dist, run_dir: str | None, resume: bool, name
     with stopper.catching_signals():  # a scheduler's SIGTERM ends the run as the time limit does
         for step_index in range(start_step, total):
             batch = build.to_device(next(batches), device, layout)
+            if simulate is not None:
+                batch = simulate(batch)
             _set_lr(g_opt, cfg.optim.g_lr, d_opt, cfg.optim.d_lr, step_index, total, cfg.optim.lr_decay_start)
 
             # Generators run once; the discriminator phase sees their output detached.
@@ -182,6 +188,9 @@ def _train(cfg: TrainConfig, dist: Dist, run_dir: str | None, resume: bool, name
                 with torch.no_grad(), precision.autocast():
                     rows = objective.preview(ema.modules, preview, seed=cfg.seed)
                 logger.samples(done, rows, cfg.train.num_samples)
+            if validate is not None and (done % cfg.train.validate_every_steps == 0 or last):
+                scores, rows = validate(ema.modules[task.output_network], precision.autocast())
+                logger.validation(done, scores, rows, cfg.train.num_samples)
             if done % cfg.train.checkpoint_every_steps == 0 or last:
                 stats.check_finite()  # never checkpoint weights that a NaN has reached
                 captured = state.capture(done, images_per_step)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 
@@ -172,9 +173,19 @@ def test_a_nan_loss_stops_the_run_naming_the_step_and_writes_no_later_checkpoint
     assert [os.path.basename(p) for p in checkpoint_paths(str(tmp_path))] == ["step_0000002.pt"]
 
 
-@pytest.mark.parametrize(
-    "name", ["synth2d_256", "synth2d_64", "synth3d_128", "label2image_256", "pix2pix_256", "cyclegan_256"]
-)
+CONFIGS = os.path.join(os.path.dirname(__file__), "..", "..", "configs")
+GPU_CONFIGS = sorted(
+    os.path.basename(p)[:-5] for p in glob.glob(os.path.join(CONFIGS, "*.yaml"))
+    if not os.path.basename(p).startswith(("debug_cpu_", "phantom_", "anonymize_"))
+)  # fmt: skip
+
+
+def test_the_gpu_configs_are_found():
+    assert {"synth2d_256", "synth2d_64", "synth3d_128", "label2image_256", "pix2pix_256", "cyclegan_256",
+            "enhance_ct_lowdose_2d", "enhance_mr_sr_3d"} <= set(GPU_CONFIGS)  # fmt: skip
+
+
+@pytest.mark.parametrize("name", GPU_CONFIGS)
 def test_gpu_configs_validate_and_their_networks_take_their_image_size(name):
     from medgan.config import load_config
     from medgan.tasks.config import TrainConfig

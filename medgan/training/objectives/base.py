@@ -26,7 +26,7 @@ from medgan.registry import Registry
 from medgan.tasks.base import TASKS, Task
 from medgan.training import losses
 
-__all__ = ["OBJECTIVES", "Objective", "Stats", "layout_of", "register_objective"]
+__all__ = ["OBJECTIVES", "Objective", "Stats", "register_objective"]
 
 OBJECTIVES: Registry = Registry("objective")  # task name -> Objective factory (the class with its task bound)
 Stats = dict[str, Tensor]
@@ -157,12 +157,3 @@ def _mean_sign(logits: Any) -> Tensor:
     if isinstance(logits, Tensor):
         return logits.detach().sign().float().mean()
     return torch.stack([t.detach().sign().float().mean() for t in logits]).mean()
-
-
-def layout_of(x: Tensor) -> torch.memory_format:
-    """The memory layout of an image batch (channels-last when the networks run that way)."""
-    if x.ndim == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
-        return torch.channels_last
-    if x.ndim == 5 and x.is_contiguous(memory_format=torch.channels_last_3d) and not x.is_contiguous():
-        return torch.channels_last_3d
-    return torch.contiguous_format

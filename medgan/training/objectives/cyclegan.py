@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from medgan.config import Section
-from medgan.training.objectives.base import Objective, layout_of, register_objective
+from medgan.training.objectives.base import Objective, register_objective
+from medgan.training.precision import layout_of
 
 __all__ = ["CycleGAN", "ImagePool"]
 

@@ -12,7 +12,8 @@ from torch import Tensor
 
 from medgan.config import Section
 from medgan.tasks.inpaint import composite, masked_input
-from medgan.training.objectives.base import Objective, Stats, layout_of, register_objective
+from medgan.training.objectives.base import Objective, Stats, register_objective
+from medgan.training.precision import layout_of
 
 __all__ = ["InpaintGAN", "random_masks"]
 

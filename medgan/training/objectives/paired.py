@@ -11,7 +11,8 @@ from torch import Tensor
 from medgan.config import Section
 from medgan.errors import ConfigError, InputError, describe
 from medgan.training import losses
-from medgan.training.objectives.base import Objective, layout_of, register_objective
+from medgan.training.objectives.base import Objective, register_objective
+from medgan.training.precision import layout_of
 
 __all__ = ["PairedGAN", "load_feature_network"]
 
