@@ -37,14 +37,12 @@ from medgan.metrics.extractor import (
     RandomCNN,
     check_option_types,
     efficientnet_lite0_network,
-    resize,
     sha256_of,
 )
 from medgan.metrics.extractor_files import load_extractor_file
 from medgan.registry import Registry
 
-# resize is medgan.metrics.extractor's; it stays importable from here for medgan.metrics.pairs.
-__all__ = ["EXTRACTORS", "PLANES", "SLICES_PER_PLANE", "FeatureAccumulator", "extract_features", "resize"]
+__all__ = ["EXTRACTORS", "PLANES", "SLICES_PER_PLANE", "FeatureAccumulator", "extract_features"]
 
 EXTRACTORS: Registry = Registry("feature extractor")
 PLANES = ("jk", "ik", "ij")  # 2.5D: the plane spanned by the two array axes not sliced (axis 0, 1, 2 sliced)

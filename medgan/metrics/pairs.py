@@ -30,7 +30,7 @@ from medgan.errors import ConfigError, InputError
 from medgan.io.atomic import check_apart, check_output
 from medgan.io.geometry import GridMismatch
 from medgan.metrics.collect import VIEW_SIDE
-from medgan.metrics.features import resize
+from medgan.metrics.extractor import resize
 from medgan.metrics.grid import Grid, align
 from medgan.metrics.image import PAIRED_METRICS, max_ms_ssim_scales, ms_ssim, ms_ssim_weights
 from medgan.metrics.sets import REPORT_APART, load_with_affine, shape_text, squeeze
