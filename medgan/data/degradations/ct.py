@@ -45,12 +45,13 @@ from medgan.data.degradations.base import (
 from medgan.data.degradations.projector import WINDOWS, coarse_projection, detector_geometry, fbp, view_angles
 from medgan.data.degradations.registry import DEGRADATIONS
 
-__all__ = ["MU_WATER_PER_MM", "CTLowDose", "from_planes", "hu_to_mu", "planes_of"]
+__all__ = ["MU_WATER_PER_MM", "CTLowDose", "from_planes", "hu_to_mu", "plane_seed", "planes_of"]
 
 MU_WATER_PER_MM = 0.0193  # liquid water at about 70 keV (NIST XCOM), 1/mm
 REFERENCE_BIN_MM = 1.0  # incident_flux is quoted for bins this wide and slices this thick...
 REFERENCE_VIEWS = 1000  # ...and this many views over 180 degrees
 PADDING_HU = -1024.0  # values below this are a scanner's outside-the-field padding, kept as they are
+PLANES_AT_ONCE = 16  # planes projected and reconstructed together: shares the sampling work, bounds memory
 
 
 def hu_to_mu(hu: torch.Tensor, mu_water: float = MU_WATER_PER_MM) -> torch.Tensor:
@@ -124,24 +125,38 @@ class CTLowDose(Degradation):
         return restore_dtype(degraded, x)
 
     def _noise(self, planes, records: list[dict], spacing, views: int, window: str, coarsening: int) -> torch.Tensor:
-        """Noise in HU for planes `[items * per_item, H, W]`, each item drawing from its own seed."""
+        """Noise in HU for planes `[items * per_item, H, W]`, in chunks of planes (bounded memory). Plane k of an
+        item draws from its own generator (the item's seed and k), so chunking and batching never change it."""
         height, width = planes.shape[-2:]
         _, bin_mm = detector_geometry((height, width), spacing)
         angles = view_angles(views, device=planes.device, dtype=planes.dtype)
-        line_integrals = coarse_projection(hu_to_mu(planes), views, spacing, coarsening)
         per_item = planes.shape[0] // len(records)
-        deltas = torch.empty_like(line_integrals)
-        for i, record in enumerate(records):
-            p = line_integrals[i * per_item : (i + 1) * per_item]
-            generator = item_generator(record["noise_seed"], planes.device)
-            area = (bin_mm / REFERENCE_BIN_MM) * ((record["slice_thickness_mm"] or 1.0) / REFERENCE_BIN_MM)
-            flux = record["incident_flux"] * record["dose"] * area * (REFERENCE_VIEWS / views)
-            expected = flux * torch.exp(-p)
-            counts = torch.poisson(expected, generator=generator)
-            if record["electronic_noise_sd"] > 0:
-                counts = counts + record["electronic_noise_sd"] * torch.randn(
-                    counts.shape, generator=generator, device=counts.device, dtype=counts.dtype
-                )
-            deltas[i * per_item : (i + 1) * per_item] = torch.log(flux / counts.clamp(min=1.0)) - p
-        mu_noise = fbp(deltas, angles, (height, width), spacing, bin_mm, window)
-        return mu_noise * (1000.0 / MU_WATER_PER_MM)
+        noise = torch.empty_like(planes)
+        for start in range(0, planes.shape[0], PLANES_AT_ONCE):
+            chunk = planes[start : start + PLANES_AT_ONCE]
+            line_integrals = coarse_projection(hu_to_mu(chunk), views, spacing, coarsening)
+            deltas = torch.empty_like(line_integrals)
+            for offset, p in enumerate(line_integrals):
+                item, k = divmod(start + offset, per_item)
+                deltas[offset] = self._log_noise(p, records[item], k, bin_mm, views)
+            mu_noise = fbp(deltas, angles, (height, width), spacing, bin_mm, window)
+            noise[start : start + PLANES_AT_ONCE] = mu_noise * (1000.0 / MU_WATER_PER_MM)
+        return noise
+
+    @staticmethod
+    def _log_noise(p: torch.Tensor, record: dict, plane: int, bin_mm: float, views: int) -> torch.Tensor:
+        """log(I0 / N) - p for one plane's line integrals `[views, bins]`."""
+        generator = item_generator(plane_seed(record["noise_seed"], plane), p.device)
+        area = (bin_mm / REFERENCE_BIN_MM) * ((record["slice_thickness_mm"] or 1.0) / REFERENCE_BIN_MM)
+        flux = record["incident_flux"] * record["dose"] * area * (REFERENCE_VIEWS / views)
+        counts = torch.poisson(flux * torch.exp(-p), generator=generator)
+        if record["electronic_noise_sd"] > 0:
+            counts = counts + record["electronic_noise_sd"] * torch.randn(
+                counts.shape, generator=generator, device=counts.device, dtype=counts.dtype
+            )
+        return torch.log(flux / counts.clamp(min=1.0)) - p
+
+
+def plane_seed(noise_seed: int, plane: int) -> int:
+    """The seed of plane `plane` of an item: distinct for every plane, fixed by the record."""
+    return (int(noise_seed) * 1_000_003 + plane) % 2**63

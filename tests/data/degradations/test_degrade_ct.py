@@ -145,3 +145,15 @@ def test_thicker_slices_collect_more_quanta_so_noise_falls_as_one_over_sqrt_thic
     assert sd[4.0] / sd[1.0] == pytest.approx(0.5, rel=0.10)
     two_d = DEGRADATIONS.build("ct-lowdose").sample(1, 0, spacing_mm=(1.0, 1.0))[0]
     assert two_d["slice_thickness_mm"] == 1.0
+
+
+def test_noise_does_not_depend_on_how_planes_are_chunked(monkeypatch):
+    from medgan.data.degradations import ct
+
+    volume = water_cylinder(size=24, radius=10.0, batch=2)[:, :, :, :, None].repeat(1, 1, 1, 1, 5)
+    degradation = DEGRADATIONS.build("ct-lowdose", dose=0.3, views=24)
+    records = degradation.sample(2, 9, spacing_mm=(1.0, 1.0, 1.0))
+    whole = degradation.apply(volume, records, (1.0, 1.0, 1.0))
+    monkeypatch.setattr(ct, "PLANES_AT_ONCE", 3)
+    assert torch.equal(degradation.apply(volume, records, (1.0, 1.0, 1.0)), whole)
+    assert not torch.equal(whole[..., 0], whole[..., 1])  # every plane has its own noise
