@@ -24,9 +24,11 @@ _AXIS_PARAMS = ("slice_axis", "axis")  # parameters naming the axis across slice
 _MONAI_KEYS = ("affine", "original_affine", "spatial_shape", "original_channel_dim", "space")
 
 
-def slice_axis_of(affine: np.ndarray, spatial_dims: int) -> int:
-    """The axis across the slices of a volume: the coarsest one; among equally coarse axes (within 1%),
-    the one closest to the body's long (superior) axis."""
+def slice_axis_of(affine: np.ndarray, spatial_dims: int, shape=None) -> int:
+    """The axis across the slices of a volume: a single-slice axis, else the coarsest one; among equally
+    coarse axes (within 1%), the one closest to the body's long (superior) axis."""
+    if shape is not None and sum(n == 1 for n in shape) == 1:
+        return list(shape).index(1)
     spacing = np.asarray(spacing_mm(affine)[:spatial_dims])
     coarse = [a for a in range(spatial_dims) if spacing[a] >= spacing.max() * 0.99]
     return max(coarse, key=lambda a: abs(affine[2, a]) / spacing[a])
@@ -63,8 +65,9 @@ def degrade_image(
         raise ConfigError(f"no degradation kind given (valid: {', '.join(DEGRADATIONS.names())})")
     cls = DEGRADATIONS.get(kind)
     dims = image.ndim - 1
-    if dims not in (2, 3) or min(image.shape[1:]) < 2:
-        raise InputError(f"{kind} takes a 2D or 3D image at least 2 voxels wide, got {tuple(image.shape)}", path=path)
+    if dims not in (2, 3) or sorted(image.shape[1:])[-2] < 2:
+        raise InputError(f"{kind} takes a 2D or 3D image with a plane of 2 voxels or more, got {tuple(image.shape)}",
+                         path=path)  # fmt: skip
     _check_modality(kind, image, path)
     affine = affine_of(image)
     spacing = spacing_mm(affine)[:dims]
@@ -72,7 +75,7 @@ def degrade_image(
         names = {p.name for p in cls.params}
         for name in _AXIS_PARAMS:
             if name in names and name not in params and dims == 3:
-                params[name] = slice_axis_of(affine, dims)
+                params[name] = slice_axis_of(affine, dims, tuple(image.shape[1:]))
         degradation = cls(severity=severity, **params)
         record = degradation.sample(1, seed, spacing_mm=spacing)[0]
     else:

@@ -157,3 +157,14 @@ def test_noise_does_not_depend_on_how_planes_are_chunked(monkeypatch):
     monkeypatch.setattr(ct, "PLANES_AT_ONCE", 3)
     assert torch.equal(degradation.apply(volume, records, (1.0, 1.0, 1.0)), whole)
     assert not torch.equal(whole[..., 0], whole[..., 1])  # every plane has its own noise
+
+
+def test_a_single_slice_volume_is_reconstructed_in_its_plane():
+    from medgan.data.degradations import degrade_image
+    from medgan.io.image import make_image
+
+    plane = water_cylinder(size=40, radius=16.0, batch=1)[0].numpy().astype(np.int16)[..., None]  # [1, 40, 40, 1]
+    image = make_image(plane, np.diag([0.7, 0.7, 0.7, 1.0]), {"modality": "CT"})  # isotropic: only the size tells
+    out, record = degrade_image(image, "ct-lowdose", dose=0.2, views=32)
+    assert record["slice_axis"] == 2 and out.shape == image.shape and out.dtype == torch.int16
+    assert float((out.float() - image.float())[0, 12:28, 12:28].std()) > 1.0
