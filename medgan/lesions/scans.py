@@ -29,8 +29,8 @@ import numpy as np
 import torch
 
 import medgan
-from medgan.errors import ConfigError, InputError, MedganError
-from medgan.io.atomic import atomic_file, check_apart, check_output
+from medgan.errors import ConfigError, InputError, MedganError, OutputError
+from medgan.io.atomic import atomic_file, check_apart
 from medgan.io.image import affine_of, make_image
 from medgan.lesions.record import RECORD_FORMAT, RECORD_VERSION, record_from_dict
 
@@ -69,7 +69,7 @@ class ScanOutputs:
 def check_checkpoint(path: str) -> None:
     """Refuse a checkpoint that cannot give learned lesion content, in one line naming its task."""
     from medgan.lesions.textures import CONTENT_RENDERERS
-    from medgan.training.checkpoint import load_checkpoint
+    from medgan.tasks.checkpoint import load_checkpoint
 
     state = load_checkpoint(path)
     config = state.get("config") or {}
@@ -146,7 +146,8 @@ def _modality(image, request: LesionRequest, path: str) -> str:
 def _check_outputs(outputs: ScanOutputs, overwrite: bool, inputs: list[tuple[str, str]]) -> None:
     for target in (outputs.image, outputs.labels, outputs.records, outputs.organ):
         check_apart(target, inputs, advice="another --out folder")
-        check_output(target, overwrite)
+        if os.path.lexists(target) and not overwrite:  # checked without making the folder: nothing written yet
+            raise OutputError("already exists; pass --overwrite to replace it", path=target)
 
 
 def simulate_scan(image_path: str, mask_path: str, out_dir: str, request: LesionRequest, image=None,
