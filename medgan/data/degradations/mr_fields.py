@@ -69,15 +69,15 @@ def bias_field(shape: Sequence[int], terms: Sequence, log_amplitude: float, devi
     """exp(a * P) on a grid of `shape`, P the polynomial sum(c * u^e) of `terms` [[exponents, c], ...] over
     coordinates u in [-1, 1] per axis, shifted and scaled so that P spans exactly [-1, 1]: the field is
     smooth, positive and spans [exp(-a), exp(a)] (or is 1 everywhere when P is flat)."""
-    axes = [torch.linspace(-1.0, 1.0, n, device=device, dtype=torch.float64) if n > 1 else
-            torch.zeros(1, device=device, dtype=torch.float64) for n in shape]  # fmt: skip
-    grids = torch.meshgrid(*axes, indexing="ij")
-    poly = torch.zeros(tuple(shape), device=device, dtype=torch.float64)
+    order = max((max(e) for e, _ in terms), default=0)
+    coefficients = torch.zeros((order + 1,) * len(shape), dtype=torch.float64)
     for exponents, coefficient in terms:
-        term = torch.full_like(poly, float(coefficient))
-        for grid, e in zip(grids, exponents, strict=True):
-            term = term * grid**e
-        poly = poly + term
+        coefficients[tuple(exponents)] += float(coefficient)
+    poly = coefficients.to(device)
+    for n in shape:  # contract the leading exponent axis with this axis's powers u^e; the voxel axis goes last
+        u = torch.linspace(-1.0, 1.0, n, device=device, dtype=torch.float64) if n > 1 else poly.new_zeros(1)
+        powers = u[:, None] ** torch.arange(order + 1, device=device, dtype=torch.float64)  # [n, order + 1]
+        poly = torch.tensordot(poly, powers, dims=([0], [1]))
     low, high = poly.min(), poly.max()
     if float(high - low) <= 1e-12:
         return torch.ones(tuple(shape), device=device, dtype=dtype)

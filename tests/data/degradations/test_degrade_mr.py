@@ -137,3 +137,14 @@ def test_bias_field_is_smooth_positive_and_spans_the_requested_range(shape):
     x = torch.full((1, 2, *shape), 50.0)
     y = degradation.apply(x, [record])
     assert torch.allclose(y[0, 0], 50.0 * field.float(), rtol=1e-5) and torch.equal(y[0, 0], y[0, 1])
+
+
+def test_bias_field_equals_the_polynomial_summed_term_by_term():
+    from medgan.data.degradations.mr_fields import monomials
+
+    shape = (13, 9, 7)
+    terms = [[list(e), (i % 5 - 2) / 3] for i, e in enumerate(monomials(3, 3))]
+    grids = torch.meshgrid(*[torch.linspace(-1, 1, n, dtype=torch.float64) for n in shape], indexing="ij")
+    poly = sum(c * grids[0] ** e[0] * grids[1] ** e[1] * grids[2] ** e[2] for e, c in terms)
+    reference = torch.exp(0.3 * (poly - (poly.max() + poly.min()) / 2) / ((poly.max() - poly.min()) / 2))
+    torch.testing.assert_close(bias_field(shape, terms, 0.3, dtype=torch.float64), reference, rtol=0, atol=1e-12)
