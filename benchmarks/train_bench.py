@@ -5,8 +5,9 @@
     python benchmarks/train_bench.py --compile --json out.json --peak-tflops 790
 
 Networks: medgan's default pix2pix pair, `unet` (in 1, out 1 channel) and `patchgan` (in 2),
-built from the same seed for every contender. Data: phantom CT slices/volumes and noisy copies
-(`write_phantom_pairs`), preprocessed once into one `ScanDataset` that every contender reads.
+built by medgan's network recipe (`build_task_networks`) from the same seed for every contender.
+Data: phantom CT slices/volumes and noisy copies (`write_phantom_pairs`), preprocessed once into the
+dataset medgan's trainer builds from the same config, which the plain loops read.
 
 Contenders:
   plain           a MONAI-tutorial loop: DataLoader(shuffle=True), fp32, eager, BCE-with-logits +
@@ -45,26 +46,55 @@ import torch.nn.functional as F
 SIZES = {"cuda": {"2d": ([256, 256], 16), "3d": ([96, 96, 96], 4)}, "cpu": {"2d": ([32, 32], 4), "3d": ([32] * 3, 2)}}
 
 
-def make_data(folder: str, size: list[int]):
-    """Phantom pairs of exactly `size` voxels, preprocessed once (cached in memory)."""
-    from medgan.data.datasets import ScanDataset, find_records, write_phantom_pairs
+def make_pairs(folder: str, size: list[int]) -> str:
+    """Phantom CT images of exactly `size` voxels and noisy copies; returns their CSV."""
+    from medgan.data.phantom_pairs import write_phantom_pairs
 
     dims = len(size)
     spacing = [256.0 / size[0]] * 2 + ([256.0 / size[2]] if dims == 3 else [])
-    csv = write_phantom_pairs(folder, count=4 if dims == 2 else 2, spatial_dims=dims, shape=size, spacing_mm=spacing)
-    window = (-1000.0, 1000.0)
-    data = ScanDataset(find_records(csv), spatial_dims=dims, image_size=size, window=window, source_window=window,
-                       min_foreground_fraction=0.0)  # fmt: skip
-    return csv, data
+    return write_phantom_pairs(folder, count=4 if dims == 2 else 2, spatial_dims=dims, shape=size, spacing_mm=spacing)
 
 
-def networks(dims: int, device: torch.device):
-    from medgan.models import build_discriminator, build_generator
+def trainer_config(csv: str, size: list[int], batch: int, steps: int, warmup: int, device: torch.device,
+                   compile_networks: bool, config: str | None = None):  # fmt: skip
+    """The run config medgan trains with: without `config`, the pix2pix pair every contender trains; with it,
+    that config's own networks and settings."""
+    from medgan.config import load_config
+    from medgan.training import TrainConfig
 
-    torch.manual_seed(0)
-    g = build_generator("unet", spatial_dims=dims, in_channels=1, out_channels=1).to(device)
-    d = build_discriminator("patchgan", spatial_dims=dims, in_channels=2).to(device)
-    return g, d
+    window = "[-1000.0, 1000.0]"
+    overrides = [
+        f"data.source={csv}", f"data.spatial_dims={len(size)}", f"data.image_size={size}", f"data.window={window}",
+        "data.min_foreground_fraction=0.0", f"data.num_workers={2 if device.type == 'cuda' else 0}",
+        "data.cache=memory", "data.spacing_mm=null",
+        f"train.steps={warmup + steps}", f"train.batch_size={batch}", f"train.log_every_steps={warmup}",
+        f"train.sample_every_steps={warmup + steps}", f"train.checkpoint_every_steps={warmup + steps}",
+        f"train.device={device.type}", f"train.compile={str(compile_networks).lower()}", "train.tensorboard=false",
+        "train.num_samples=2",
+    ]  # fmt: skip
+    if config is None:
+        overrides += [
+            "task=pix2pix", f"data.source_window={window}", "generator.name=unet", "discriminator.name=patchgan",
+            "optim.betas=[0.5,0.999]", "train.ema_halflife_images=0", "train.ema_rampup_ratio=null",
+        ]  # fmt: skip
+    return load_config(TrainConfig, config, overrides)
+
+
+def make_data(cfg):
+    """The training set exactly as medgan's trainer builds it from `cfg` (preprocessed once, in memory)."""
+    from medgan.tasks import TASKS
+    from medgan.training.build import build_dataset
+
+    return build_dataset(cfg.data, TASKS.get(cfg.task), "")
+
+
+def networks(cfg, record: dict, device: torch.device):
+    """G and D as medgan's trainer initialises them (same recipe, same seed), for every contender."""
+    from medgan.tasks.networks import build_task_networks
+
+    torch.manual_seed(cfg.seed)
+    nets = build_task_networks(cfg, record, batch_size=cfg.train.batch_size)
+    return nets["G"].to(device), nets["D"].to(device)
 
 
 class Pairs(torch.utils.data.Dataset):
@@ -80,9 +110,10 @@ class Pairs(torch.utils.data.Dataset):
         return self.data[(i, i)]
 
 
-def plain_loop(data, dims: int, batch: int, steps: int, warmup: int, device: torch.device, tuned: bool) -> float:
+def plain_loop(cfg, data, steps: int, warmup: int, device: torch.device, tuned: bool) -> float:
     """samples/s of a MONAI-tutorial pix2pix loop (optionally with TF32, bf16 and channels-last by hand)."""
-    g, d = networks(dims, device)
+    dims, batch = cfg.data.spatial_dims, cfg.train.batch_size
+    g, d = networks(cfg, data.record, device)
     layout = (torch.channels_last if dims == 2 else torch.channels_last_3d) if tuned else torch.contiguous_format
     g, d = g.to(memory_format=layout), d.to(memory_format=layout)
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tuned
@@ -129,25 +160,9 @@ def medgan_trainer(csv: str, size: list[int], batch: int, steps: int, warmup: in
 
     Without `config`: the pix2pix pair every contender trains; with it: that config's own networks and settings.
     """
-    from medgan.config import load_config
-    from medgan.training import TrainConfig, train
+    from medgan.training import train
 
-    window = "[-1000.0, 1000.0]"
-    overrides = [
-        f"data.source={csv}", f"data.spatial_dims={len(size)}", f"data.image_size={size}", f"data.window={window}",
-        "data.min_foreground_fraction=0.0", f"data.num_workers={2 if device.type == 'cuda' else 0}",
-        "data.cache=memory", "data.spacing_mm=null",
-        f"train.steps={warmup + steps}", f"train.batch_size={batch}", f"train.log_every_steps={warmup}",
-        f"train.sample_every_steps={warmup + steps}", f"train.checkpoint_every_steps={warmup + steps}",
-        f"train.device={device.type}", f"train.compile={str(compile_networks).lower()}", "train.tensorboard=false",
-        "train.num_samples=2",
-    ]  # fmt: skip
-    if config is None:
-        overrides += [
-            "task=pix2pix", f"data.source_window={window}", "generator.name=unet", "discriminator.name=patchgan",
-            "optim.betas=[0.5,0.999]", "train.ema_halflife_images=0", "train.ema_rampup_ratio=null",
-        ]  # fmt: skip
-    cfg = load_config(TrainConfig, config, overrides)
+    cfg = trainer_config(csv, size, batch, steps, warmup, device, compile_networks, config)
     run = train(cfg, run_dir=folder)
     with open(os.path.join(run, "stats.jsonl")) as fh:
         records = [json.loads(line) for line in fh][1:]  # the intervals after the warm-up
@@ -164,7 +179,7 @@ def medgan_trainer(csv: str, size: list[int], batch: int, steps: int, warmup: in
 def default_networks(device: torch.device, steps: int, warmup: int, peak: float | None, folder: str) -> dict:
     """medgan's own default 2D networks, trained as configs/synth2d_256.yaml trains them: samples/s, TFLOP/s."""
     from medgan.config import load_config
-    from medgan.models import build_discriminator, build_generator, describe
+    from medgan.models import describe
     from medgan.training import TrainConfig
 
     config = "configs/synth2d_256.yaml"
@@ -172,17 +187,12 @@ def default_networks(device: torch.device, steps: int, warmup: int, peak: float 
     size, batch = cfg.data.image_size, cfg.train.batch_size
     if device.type == "cpu":
         size, batch = [32, 32], 4
-    g = build_generator(cfg.generator.name, spatial_dims=2, out_channels=1, image_size=size, **cfg.generator.options)
-    d = build_discriminator(cfg.discriminator.name, spatial_dims=2, in_channels=1, image_size=size,
-                            **cfg.discriminator.options)  # fmt: skip
-    latent = cfg.generator.options.get("latent_dim", 512)
-    flops = 3 * describe(g, (1, latent))["flops_per_sample"] + 8 * describe(d, (1, 1, *size))["flops_per_sample"]
-    del g, d
-    from medgan.data.phantom_pairs import write_phantom_pairs
-
-    csv = write_phantom_pairs(os.path.join(folder, "images"), count=4, spatial_dims=2, shape=size,
-                              spacing_mm=[256.0 / size[0]] * 2)  # fmt: skip
+    csv = make_pairs(os.path.join(folder, "images"), size)
     compile_networks = cfg.train.compile and device.type == "cuda"
+    run_cfg = trainer_config(csv, size, batch, steps, warmup, device, compile_networks, config=config)
+    g, d = networks(run_cfg, make_data(run_cfg).record, torch.device("cpu"))
+    flops = 3 * describe(g, (1, g.latent_dim))["flops_per_sample"] + 8 * describe(d, (1, 1, *size))["flops_per_sample"]
+    del g, d
     rate, settings = medgan_trainer(csv, size, batch, steps, warmup, device, compile_networks,
                                     os.path.join(folder, "run"), config=config)  # fmt: skip
     entry = {"config": config, "size": size, "batch": batch, "generator": cfg.generator.name,
@@ -227,11 +237,14 @@ def main(argv: list[str] | None = None) -> dict:
         if args.only and case != args.only:
             continue
         with tempfile.TemporaryDirectory() as folder:
-            csv, data = make_data(os.path.join(folder, "pairs"), size)
-            g, d = networks(len(size), torch.device("cpu"))
+            csv = make_pairs(os.path.join(folder, "pairs"), size)
+            plain_cfg = trainer_config(csv, size, batch, steps, warmup, device, compile_networks=False)
+            data = make_data(plain_cfg)
+            g, d = networks(plain_cfg, data.record, torch.device("cpu"))
             flops = (
                 3 * describe(g, (1, 1, *size))["flops_per_sample"] + 8 * describe(d, (1, 2, *size))["flops_per_sample"]
             )
+            del g, d
             runs: dict[str, list[float]] = {"plain": [], "medgan": []}
             if device.type == "cuda":
                 runs["plain_tuned"] = []
@@ -247,7 +260,7 @@ def main(argv: list[str] | None = None) -> dict:
                                                     os.path.join(folder, f"{name}{round_index}"))  # fmt: skip
                         settings[name] = used
                     else:
-                        rate = plain_loop(data, len(size), batch, steps, warmup, device, tuned=name == "plain_tuned")
+                        rate = plain_loop(plain_cfg, data, steps, warmup, device, tuned=name == "plain_tuned")
                     runs[name].append(rate)
         best_stock = max(statistics.median(runs[k]) for k in runs if k.startswith("plain"))
         figures = {k: statistics.median(v) for k, v in runs.items()}
