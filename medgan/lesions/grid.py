@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["Box", "box_dilate", "dilate", "distance_mm", "gaussian_kernel", "smooth", "voxel_offsets_mm"]
+__all__ = ["Box", "border", "box_dilate", "dilate", "distance_mm", "gaussian_kernel", "smooth", "voxel_offsets_mm"]
 
 _DISTANCE_CHUNK = 1 << 23  # elements of the [lines, n, n] table evaluated at a time
 
@@ -77,18 +77,23 @@ def gaussian_kernel(sigma_vox: float, device, dtype=torch.float32, truncate: flo
 
 
 def smooth(volume: Tensor, sigma_vox: Sequence[float], truncate: float = 3.0) -> Tensor:
-    """Separable Gaussian smoothing of a 3D tensor; outside the volume counts as zero."""
-    out = volume[None, None]
+    """Separable Gaussian smoothing of a 3D tensor; outside the volume counts as zero. Each axis is a sum of
+    shifted copies (faster than a thin convolution on small volumes, on CPU and GPU alike)."""
+    out = volume
     for axis, sigma in enumerate(sigma_vox):
         kernel = gaussian_kernel(float(sigma), volume.device, volume.dtype, truncate)
         if kernel.numel() == 1:
             continue
-        shape = [1, 1, 1, 1, 1]
-        shape[2 + axis] = kernel.numel()
-        padding = [0, 0, 0]
-        padding[axis] = kernel.numel() // 2
-        out = F.conv3d(out, kernel.reshape(shape), padding=tuple(padding))
-    return out[0, 0]
+        radius = kernel.numel() // 2
+        pad = [0] * 6
+        pad[2 * (2 - axis)] = pad[2 * (2 - axis) + 1] = radius
+        padded = F.pad(out[None, None], pad)[0, 0]
+        n = out.shape[axis]
+        total = torch.zeros_like(out)
+        for i, weight in enumerate(kernel.tolist()):
+            total += weight * padded.narrow(axis, i, n)
+        out = total
+    return out
 
 
 def distance_mm(mask: Tensor, spacing_mm: Sequence[float], max_mm: float = math.inf) -> Tensor:
@@ -124,12 +129,33 @@ def dilate(mask: Tensor, radius_mm: float, spacing_mm: Sequence[float]) -> Tenso
 
 
 def box_dilate(mask: Tensor, radius_vox: Sequence[int]) -> Tensor:
-    """Voxels within `radius_vox[a]` steps of `mask` along every axis a at once (a box dilation), separably."""
-    out = mask[None, None].float()
+    """Voxels within `radius_vox[a]` steps of `mask` along every axis a at once (a box dilation), separably:
+    along each axis, the union of shifted copies."""
+    out = mask
     for axis, r in enumerate(radius_vox):
         if r <= 0:
             continue
-        kernel, padding = [1, 1, 1], [0, 0, 0]
-        kernel[axis], padding[axis] = 2 * r + 1, r
-        out = F.max_pool3d(out, tuple(kernel), stride=1, padding=tuple(padding))
-    return out[0, 0] > 0.5
+        pad = [0] * 6
+        pad[2 * (2 - axis)] = pad[2 * (2 - axis) + 1] = int(r)
+        padded = F.pad(out[None, None].to(torch.uint8), pad)[0, 0].bool()
+        n = out.shape[axis]
+        grown = padded.narrow(axis, 0, n).clone()
+        for i in range(1, 2 * int(r) + 1):
+            grown |= padded.narrow(axis, i, n)
+        out = grown
+    return out
+
+
+def border(mask: Tensor) -> Tensor:
+    """Voxels of `mask` with a face neighbour outside it (or on the edge of the array)."""
+    padded = F.pad(mask[None, None].to(torch.uint8), (1, 1, 1, 1, 1, 1))[0, 0].bool()
+    inner = mask.clone()
+    for axis in range(3):
+        n = mask.shape[axis]
+        for start in (0, 2):
+            inner &= (
+                padded.narrow(axis, start, n)
+                .narrow((axis + 1) % 3, 1, mask.shape[(axis + 1) % 3])
+                .narrow((axis + 2) % 3, 1, mask.shape[(axis + 2) % 3])
+            )
+    return mask & ~inner

@@ -37,7 +37,8 @@ __all__ = ["LesionResult", "replay_lesions", "simulate_lesions"]
 
 _NOISE_RADII_MM = (15.0, 30.0, 60.0)  # noise is measured in organ voxels this close, widening until enough
 _BLUR_BLOCKS = 8  # blocks on the organ's border that the scan's blur is estimated in
-_BLUR_BLOCK_MM = 40.0
+_BLUR_BLOCK_MM = 40.0  # their size, at most _BLUR_BLOCK_VOXELS voxels along each axis
+_BLUR_BLOCK_VOXELS = 48
 
 
 @dataclass
@@ -177,7 +178,7 @@ def scan_blur(scene: _Scene) -> ScanParams:
     if len(border) == 0:
         border = cells.touches.nonzero()
     picks = border[torch.linspace(0, len(border) - 1, min(_BLUR_BLOCKS, len(border))).round().long()]
-    half = [max(8, math.ceil(_BLUR_BLOCK_MM / 2 / h)) for h in scene.spacing]
+    half = [min(_BLUR_BLOCK_VOXELS // 2, max(8, math.ceil(_BLUR_BLOCK_MM / 2 / h))) for h in scene.spacing]
     estimates, edges = [], np.zeros(3, int)
     for cell in picks.tolist():
         centre = [c * k + k // 2 for c, k in zip(cell, cells.cell, strict=True)]

@@ -30,10 +30,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-from medgan.lesions.grid import distance_mm
+from medgan.lesions.grid import border, distance_mm
 
 __all__ = ["BlurEstimate", "NoiseEstimate", "estimate_blur", "estimate_noise", "lesion_contrast", "measure_lesion"]
 
@@ -215,13 +214,19 @@ def measure_lesion(mask: Tensor, linear: np.ndarray) -> dict:
 
 
 def _longest(mask: Tensor, linear: np.ndarray) -> float:
+    """The largest distance between two border voxels: the largest over candidate pairs, where the candidates
+    are the outermost border voxels along 1024 directions (the diameter's ends are outermost along it, so at
+    most D (1 - cos 0.06 rad), under 0.2%, is lost)."""
     if int(mask.sum()) < 2:
         return 0.0
-    m = mask[None, None].float()
-    eroded = -F.max_pool3d(-F.pad(m, (1, 1, 1, 1, 1, 1), value=0.0), 3, stride=1)
-    border = (mask & ~(eroded[0, 0] > 0.5)).nonzero().double()
-    points = border @ torch.as_tensor(np.asarray(linear, float).T, device=border.device)
-    best = 0.0
-    for start in range(0, points.shape[0], 4096):  # exact: every pair of border voxels, in chunks
-        best = max(best, float(torch.cdist(points[start : start + 4096], points).max()))
-    return best
+    edge = border(mask).nonzero().double()
+    points = edge @ torch.as_tensor(np.asarray(linear, float).T, device=edge.device)
+    if points.shape[0] > 2048:
+        k = torch.arange(1024, dtype=torch.float64, device=points.device) + 0.5
+        z = 1 - 2 * k / 1024
+        phi = math.pi * (1 + math.sqrt(5)) * k
+        directions = torch.stack([torch.sqrt(1 - z * z) * torch.cos(phi), torch.sqrt(1 - z * z) * torch.sin(phi), z], 1)
+        projections = points @ directions.T
+        ends = torch.cat([projections.argmax(0), projections.argmin(0)]).unique()
+        points = points[ends]
+    return float(torch.cdist(points, points).max())

@@ -41,15 +41,16 @@ class OrganMap:
 
     def deepest_mm(self) -> float:
         """An upper bound on the radius of the largest ball that fits in the organ: from the coarse cells, and
-        from the organ's extent along each voxel axis (a ball spans its diameter along every direction)."""
+        from the cells' extent along each voxel axis (a ball spans its diameter along every direction)."""
         n, grid = 0, self.touches
-        while bool(grid.any()):
+        while bool(grid.any()):  # eroding by one cell n times is eroding by n cells (boxes add up)
             n += 1
-            grid = _erode(self.touches, n)
+            grid = _erode(grid, 1)
         extents = []
         for axis, h in enumerate(self.spacing_mm):
-            present = self.organ.any(dim=[a for a in range(3) if a != axis]).nonzero()
-            extents.append((int(present.max()) - int(present.min()) + 1) * h if len(present) else 0.0)
+            present = self.touches.any(dim=[a for a in range(3) if a != axis]).nonzero()
+            cells = int(present.max()) - int(present.min()) + 1 if len(present) else 0
+            extents.append(cells * self.cell[axis] * h)
         return min(n * self.cell_diagonal_mm, min(extents) / 2)
 
     def candidates(self, radius_mm: float) -> Tensor:
@@ -66,8 +67,9 @@ def organ_map(organ: Tensor, spacing_mm: Sequence[float]) -> OrganMap:
     pad = [0] * 6
     for axis, (n, c) in enumerate(zip(organ.shape, cell, strict=True)):
         pad[2 * (2 - axis) + 1] = (-n) % c
-    grid = F.pad(organ[None, None].to(torch.float32), pad)
-    touches = F.max_pool3d(grid, cell, stride=cell)[0, 0] > 0.5
+    grid = F.pad(organ.to(torch.uint8)[None, None], pad)[0, 0]  # one byte a voxel, even for a huge scan
+    n0, n1, n2 = (s // c for s, c in zip(grid.shape, cell, strict=True))
+    touches = grid.reshape(n0, cell[0], n1, cell[1], n2, cell[2]).amax(dim=(1, 3, 5)) > 0
     diagonal = math.sqrt(sum((c * s) ** 2 for c, s in zip(cell, spacing_mm, strict=True)))
     return OrganMap(organ, cell, diagonal, touches, tuple(float(s) for s in spacing_mm))
 

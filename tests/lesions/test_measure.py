@@ -91,4 +91,4 @@ def test_measure_lesion_against_numpy():
     assert found["voxels"] == mask.sum()
     assert found["volume_ml"] == pytest.approx(mask.sum() * np.prod(spacing) / 1000)
     assert found["equivalent_diameter_mm"] == pytest.approx((6 * found["volume_ml"] * 1000 / math.pi) ** (1 / 3))
-    assert found["longest_diameter_mm"] == pytest.approx(longest)
+    assert found["longest_diameter_mm"] == pytest.approx(longest, rel=0.002)

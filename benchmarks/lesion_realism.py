@@ -1,0 +1,252 @@
+"""Are medgan's lesions like real ones? Real tumours against medgan's lesions and pasted ellipsoids, in the same scans.
+
+    python benchmarks/lesion_realism.py [--lesions 6] [--json out.json]
+
+The real tumours are those of the pyradiomics 3.0.1 test cases (fetched by benchmarks/registry_data.py):
+lung1 and lung2 (chest CT, 0.6 x 0.6 x 5 mm) and brain1 and brain2 (T1 post-contrast MR, 0.8 x 0.8 x
+6.5 mm). In each scan, lesions matched to its tumour's equivalent diameter and mean contrast to the
+surroundings go into the healthy part of the same organ, made from the scan itself:
+
+  lungs   air inside the body: HU < -400 in voxels that the body (HU > -500, holes filled slice by slice)
+          encloses, opened once, the two largest parts
+  brain   tissue inside the head: above the Otsu threshold, holes filled slice by slice, eroded twice in-plane,
+          the largest part, without the brightest 1% (fat) and the darkest voxels left (CSF)
+
+less the tumour grown by 10 mm. Two kinds are inserted at the same places:
+
+  medgan  `simulate_lesions` with the case's preset (ct-lung-nodule or mr-brain-enhancing, no mass effect),
+          diameter and contrast set to the tumour's
+  pasted  an ellipsoid of the same volume (axes 1 : 0.85 : 0.7, random orientation), filled with the
+          surroundings' mean plus the contrast, pasted without blur or texture: the plain baseline
+
+Statistics of each lesion (in its label mask, and across its border): mean and sd of the contrast to the
+surroundings (in the contrast's units), entropy of the intensity histogram (bins of 1/32 of the real
+tumour's 1-99% range), GLCM contrast and homogeneity (in-plane, 32 levels over that range, offsets 1 in
+four directions, symmetric), and the border: the profile of intensity against in-plane distance to the
+boundary, scaled from the outside's level (0) to the inside's (1), and its 20-80% width in mm. For each
+statistic it prints the real value, each kind's mean, and each kind's distance to the real tumour
+(|kind - real| / |real|, averaged over cases).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import math
+import os
+import sys
+
+import numpy as np
+import torch
+from scipy import ndimage
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+CASES = {"lung1": "ct-lung-nodule", "lung2": "ct-lung-nodule", "brain1": "mr-brain-enhancing",
+         "brain2": "mr-brain-enhancing"}  # fmt: skip
+STATS = ("mean_contrast", "sd", "entropy", "glcm_contrast", "glcm_homogeneity", "border_width_mm")
+SHELL_MM = (3.0, 6.0)  # the surroundings of every lesion, real or simulated: organ voxels this far out
+
+
+def log(message: str) -> None:
+    print(f"[lesion_realism] {message}", file=sys.stderr, flush=True)
+
+
+def lungs_of(hu: np.ndarray) -> np.ndarray:
+    """Air inside the body (see the module docstring)."""
+    body = hu > -500
+    filled = np.stack([ndimage.binary_fill_holes(body[:, :, k]) for k in range(hu.shape[2])], axis=2)
+    lungs = ndimage.binary_opening(filled & (hu < -400), iterations=1)
+    labels, count = ndimage.label(lungs)
+    if count == 0:
+        return lungs
+    sizes = ndimage.sum(lungs, labels, range(1, count + 1))
+    return np.isin(labels, np.argsort(sizes)[::-1][:2] + 1)
+
+
+def brain_of(image: np.ndarray) -> np.ndarray:
+    """Brain tissue inside the head (see the module docstring)."""
+    from skimage.filters import threshold_otsu
+
+    values = image[image > 0]
+    head = image > threshold_otsu(values)
+    head = np.stack([ndimage.binary_fill_holes(head[:, :, k]) for k in range(image.shape[2])], axis=2)
+    head = ndimage.binary_erosion(head, structure=np.ones((5, 5, 1)), iterations=2)
+    labels, count = ndimage.label(head)
+    if count:
+        head = labels == (np.argmax(ndimage.sum(head, labels, range(1, count + 1))) + 1)
+    tissue = head & (image < np.percentile(image[head], 99)) & (image > threshold_otsu(image[head]) * 0.8)
+    return ndimage.binary_opening(tissue, structure=np.ones((3, 3, 1)))
+
+
+def load_case(name: str):
+    """(MetaTensor image, tumour mask, organ mask, healthy organ mask, modality)."""
+    from benchmarks.registry_data import pyradiomics_case
+    from medgan.io import read_image
+
+    image_path, label_path = pyradiomics_case(name)
+    image, label = read_image(image_path), read_image(label_path)
+    voxels = image.numpy()[0].astype(np.float64)
+    tumour = label.numpy()[0] > 0
+    modality = "CT" if name.startswith("lung") else "MR"
+    organ = lungs_of(voxels) if modality == "CT" else brain_of(voxels)
+    spacing = spacing_of(image)
+    near_tumour = ndimage.distance_transform_edt(~tumour, sampling=spacing) <= 10.0
+    return image, tumour, organ & ~tumour, organ & ~near_tumour, modality
+
+
+def spacing_of(image) -> tuple[float, ...]:
+    return tuple(float(v) for v in np.linalg.norm(np.asarray(image.affine)[:3, :3], axis=0))
+
+
+def surroundings(voxels, mask, organ, spacing) -> float:
+    distance = ndimage.distance_transform_edt(~mask, sampling=spacing)
+    shell = (distance > SHELL_MM[0]) & (distance <= SHELL_MM[1]) & organ & ~mask
+    return float(voxels[shell].mean())
+
+
+def glcm(voxels, mask, lo, hi, levels=32) -> tuple[float, float]:
+    """(contrast, homogeneity) of the symmetric, normalised in-plane co-occurrence matrix inside the mask."""
+    q = np.clip(((voxels - lo) / max(hi - lo, 1e-9) * levels).astype(int), 0, levels - 1)
+    counts = np.zeros((levels, levels))
+    for di, dj in ((0, 1), (1, 0), (1, 1), (1, -1)):
+        a = (slice(0, q.shape[0] - di), slice(max(0, -dj), q.shape[1] - max(0, dj)))
+        b = (slice(di, None), slice(max(0, dj), q.shape[1] - max(0, -dj) if dj < 0 else None))
+        both = mask[a] & mask[b]
+        np.add.at(counts, (q[a][both], q[b][both]), 1)
+    counts = counts + counts.T
+    p = counts / max(counts.sum(), 1)
+    i, j = np.indices(p.shape)
+    return float((p * (i - j) ** 2).sum()), float((p / (1 + (i - j) ** 2)).sum())
+
+
+BORDER_BINS_MM = np.arange(-6.0, 6.5, 1.0)  # signed in-plane distance to the boundary, negative inside
+
+
+def border_profile(voxels, mask, organ, spacing) -> tuple[np.ndarray, float]:
+    """Mean intensity against in-plane signed distance to the boundary (mm, negative inside), scaled to 0
+    outside and 1 inside, and its 20-80% width."""
+    signed = np.zeros(voxels.shape)
+    for k in range(voxels.shape[2]):
+        if mask[:, :, k].any():
+            inside = ndimage.distance_transform_edt(mask[:, :, k], sampling=spacing[:2])
+            outside = ndimage.distance_transform_edt(~mask[:, :, k], sampling=spacing[:2])
+            signed[:, :, k] = np.where(mask[:, :, k], 0.5 * min(spacing[:2]) - inside,
+                                       outside - 0.5 * min(spacing[:2]))  # fmt: skip
+    rows = mask.any(axis=(0, 1))
+    use = (mask | organ) & rows[None, None, :]
+    bins = BORDER_BINS_MM
+    centres = (bins[:-1] + bins[1:]) / 2
+    profile = []
+    for a, b in itertools.pairwise(bins):
+        ring = use & (signed >= a) & (signed < b)
+        profile.append(voxels[ring].mean() if ring.any() else np.nan)
+    profile = np.asarray(profile)
+    level_in, level_out = np.nanmean(profile[centres < -3]), np.nanmean(profile[centres > 3])
+    scaled = (profile - level_out) / (level_in - level_out)
+    return scaled, crossing(centres, scaled, 0.2) - crossing(centres, scaled, 0.8)
+
+
+def crossing(x: np.ndarray, y: np.ndarray, level: float) -> float:
+    """Where the falling profile y(x) first drops below `level`, linearly interpolated."""
+    for a in range(len(x) - 1):
+        if np.isfinite(y[a]) and np.isfinite(y[a + 1]) and y[a] >= level > y[a + 1]:
+            return float(x[a] + (y[a] - level) / (y[a] - y[a + 1]) * (x[a + 1] - x[a]))
+    return float("nan")
+
+
+def statistics_of(voxels, mask, organ, spacing, relative: bool, window) -> dict:
+    around = surroundings(voxels, mask, organ, spacing)
+    inside = voxels[mask]
+    unit = around if relative else 1.0
+    lo, hi = window
+    histogram = np.histogram(inside, bins=32, range=(lo, hi))[0].astype(float)
+    p = histogram[histogram > 0] / histogram.sum()
+    contrast_glcm, homogeneity = glcm(voxels, mask, lo, hi)
+    _, width = border_profile(voxels, mask, organ, spacing)
+    return {"mean_contrast": (inside.mean() - around) / unit, "sd": inside.std() / abs(unit),
+            "entropy": float(-(p * np.log2(p)).sum()), "glcm_contrast": contrast_glcm,
+            "glcm_homogeneity": homogeneity, "border_width_mm": width,
+            "equivalent_diameter_mm": (6 * mask.sum() * np.prod(spacing) / math.pi) ** (1 / 3)}  # fmt: skip
+
+
+def pasted_ellipsoid(voxels, affine, centre_voxel, diameter_mm, value, rng) -> tuple[np.ndarray, np.ndarray]:
+    """An ellipsoid of the diameter's volume at the centre, filled with `value`, no blur: (image, mask)."""
+    from medgan.lesions.models import random_rotation
+
+    ratios = np.array([1.0, 0.85, 0.7])
+    axes = ratios * (diameter_mm / 2) / np.prod(ratios) ** (1 / 3)
+    turn = random_rotation(rng)
+    index = np.stack(np.indices(voxels.shape), -1).reshape(-1, 3) - np.asarray(centre_voxel)
+    local = (index @ affine[:3, :3].T) @ turn / axes
+    mask = ((local**2).sum(-1) <= 1).reshape(voxels.shape)
+    out = voxels.copy()
+    out[mask] = value
+    return out, mask
+
+
+def run_case(name: str, lesions: int) -> dict:
+    from medgan.lesions.insert import simulate_lesions
+    from medgan.lesions.models import LESION_MODELS
+
+    image, tumour, organ, healthy, modality = load_case(name)
+    voxels = image.numpy()[0].astype(np.float64)
+    spacing = spacing_of(image)
+    affine = np.asarray(image.affine, float)
+    relative = modality == "MR"
+    window = tuple(np.percentile(voxels[tumour], [1, 99]))
+    real = statistics_of(voxels, tumour, organ, spacing, relative, window)
+    log(f"{name}: tumour {real['equivalent_diameter_mm']:.1f} mm, contrast {real['mean_contrast']:.3g}")
+    model = LESION_MODELS.build(CASES[name], diameter_mm=(real["equivalent_diameter_mm"],) * 2,
+                                contrast=(real["mean_contrast"],) * 2, mass_effect_probability=0.0)  # fmt: skip
+    kinds = {"medgan": [], "pasted": []}
+    rng = np.random.default_rng(0)
+    organ_tensor = torch.from_numpy(healthy)
+    for seed in range(lesions):
+        result = simulate_lesions(image, organ_tensor, affine=affine, modality=modality, n=1, model=model, seed=seed)
+        record = result.records[0]
+        mask = result.labels.numpy()[0] == record.label
+        edited = result.image.numpy()[0].astype(np.float64)
+        kinds["medgan"].append(statistics_of(edited, mask, organ | mask, spacing, relative, window))
+        around = surroundings(voxels, mask, organ, spacing)
+        value = around * (1 + real["mean_contrast"]) if relative else around + real["mean_contrast"]
+        pasted, pasted_mask = pasted_ellipsoid(voxels, affine, record.centre_voxel, real["equivalent_diameter_mm"],
+                                               value, rng)  # fmt: skip
+        kinds["pasted"].append(statistics_of(pasted, pasted_mask, organ | pasted_mask, spacing, relative, window))
+    return {"real": real, **{k: {s: float(np.nanmean([v[s] for v in values])) for s in real}
+                             for k, values in kinds.items()}}  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--lesions", type=int, default=6, help="lesions of each kind per case")
+    parser.add_argument("--cases", nargs="*", default=list(CASES))
+    parser.add_argument("--json", help="also write the figures here")
+    args = parser.parse_args()
+    results = {name: run_case(name, args.lesions) for name in args.cases}
+    rows = []
+    print(f"{'statistic':18s} {'kind':7s} " + " ".join(f"{n:>10s}" for n in args.cases) + "   distance")
+    for stat in STATS:
+        distances = {}
+        for kind in ("real", "medgan", "pasted"):
+            values = [results[n][kind][stat] for n in args.cases]
+            if kind != "real":
+                real = [results[n]["real"][stat] for n in args.cases]
+                gaps = [abs(v - r) / max(abs(r), 1e-9) for v, r in zip(values, real, strict=True)]
+                distances[kind] = float(np.nanmean(gaps))
+            shown = " ".join(f"{v:10.4g}" for v in values)
+            print(f"{stat:18s} {kind:7s} {shown}   {distances.get(kind, float('nan')):8.3f}")
+        nearer = distances["medgan"] < distances["pasted"]
+        rows.append({"statistic": stat, **{f"distance_{k}": v for k, v in distances.items()}, "medgan_nearer": nearer})
+    widths = {kind: [results[n][kind]["border_width_mm"] for n in args.cases] for kind in ("real", "medgan", "pasted")}
+    no_sharper = all(m >= 0.9 * r for m, r in zip(widths["medgan"], widths["real"], strict=True))
+    print(f"medgan nearer the real tumours on {sum(r['medgan_nearer'] for r in rows)} of {len(rows)} statistics; "
+          f"border no sharper than the real tumours (within 10%) in every case: {no_sharper}")  # fmt: skip
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as fh:
+            json.dump({"cases": results, "summary": rows, "no_sharper": no_sharper}, fh, indent=1)
+
+
+if __name__ == "__main__":
+    main()
