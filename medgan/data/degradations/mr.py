@@ -198,18 +198,24 @@ def rotation_matrix(angles_deg: Sequence[float]) -> torch.Tensor:
     return matrix
 
 
-def rigid_transform(image: torch.Tensor, angles_deg: Sequence[float], spacing: Sequence[float]) -> torch.Tensor:
+def centred_coordinates(shape: Sequence[int], spacing: Sequence[float], device=None, dtype=torch.float32):
+    """`[*shape, dims]` voxel centres in mm relative to the grid's centre."""
+    pairs = zip(shape, spacing, strict=True)
+    axes = [(torch.arange(n, device=device, dtype=dtype) - (n - 1) / 2) * s for n, s in pairs]
+    return torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1)
+
+
+def rigid_transform(
+    image: torch.Tensor, angles_deg: Sequence[float], spacing: Sequence[float], coords: torch.Tensor | None = None
+) -> torch.Tensor:
     """`image` `[C, *spatial]` rotated about its centre (in mm, so anisotropic voxels rotate correctly),
-    sampled bilinearly; no rotation returns it unchanged."""
+    sampled bilinearly; no rotation returns it unchanged. `coords`: `centred_coordinates`, when at hand."""
     if not any(angles_deg):
         return image
     shape = image.shape[1:]
+    if coords is None:
+        coords = centred_coordinates(shape, spacing, image.device, image.dtype)
     rotation = rotation_matrix(angles_deg).to(image.device, image.dtype)
-    axes = [
-        (torch.arange(n, device=image.device, dtype=image.dtype) - (n - 1) / 2) * s
-        for n, s in zip(shape, spacing, strict=True)
-    ]
-    coords = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1)  # [*spatial, dims] mm
     source = coords @ rotation  # each output point reads the input at R^T r
     half = torch.tensor([max(n - 1, 1) * s / 2 for n, s in zip(shape, spacing, strict=True)], device=image.device)
     grid = (source / half.to(image.dtype)).flip(-1)  # grid_sample wants (last axis, ..., first axis)
@@ -234,23 +240,24 @@ def motion_kspace(image: torch.Tensor, record: dict, spacing: Sequence[float]) -
     dims = list(range(1, len(shape) + 1))
     axis = phase_axes(len(shape), record["readout_axis"])[0]
     kspace = to_kspace(image, dims)
-    frequencies = [
-        (torch.arange(n, device=image.device) - n // 2) / (n * s) for n, s in zip(shape, spacing, strict=True)
-    ]
+    still = kspace.clone()
+    coords = centred_coordinates(shape, spacing, image.device, image.dtype)
     for (start, stop), pose in zip(_segment_bounds(shape[axis], record["segments"]), record["poses"], strict=True):
         angles, shift = pose["rotation_deg"], pose["translation_mm"]
         if not any(angles) and not any(shift):
             continue
-        moved = to_kspace(rigid_transform(image, angles, spacing), dims)
-        if any(shift):
-            ramp = sum(
-                f.reshape([-1 if d == a else 1 for d in range(len(shape))]) * t
-                for a, (f, t) in enumerate(zip(frequencies, shift, strict=True))
-            )
-            moved = moved * torch.exp(-2j * math.pi * ramp.to(torch.float64)).to(moved.dtype)
         band = [slice(None)] * (len(shape) + 1)
         band[axis + 1] = slice(start, stop)
-        kspace[tuple(band)] = moved[tuple(band)]
+        band = tuple(band)
+        moved = to_kspace(rigid_transform(image, angles, spacing, coords), dims)[band] if any(angles) else still[band]
+        if any(shift):  # the phase ramp exp(-2 pi i k.t) of a translation t, on this band's lines only
+            ramp = torch.zeros((), device=image.device, dtype=torch.float64)
+            for a, (n, s, t) in enumerate(zip(shape, spacing, shift, strict=True)):
+                k = (torch.arange(n, device=image.device, dtype=torch.float64) - n // 2) / (n * s)
+                k = k[start:stop] if a == axis else k
+                ramp = ramp + k.reshape([-1 if d == a else 1 for d in range(len(shape))]) * t
+            moved = moved * torch.exp(-2j * math.pi * ramp).to(moved.dtype)
+        kspace[band] = moved
     return kspace
 
 
