@@ -28,11 +28,9 @@ from medgan.io.geometry import (
     compare_grids,
     describe_grid,
     full_affine,
-    reorient_like,  # imported by inference until the lead switches it
     respaced_affine,
     spacing_mm,
 )
-from medgan.io.geometry import spacing_mm as spacing_of  # imported by datasets until the lead switches it
 from medgan.io.image import affine_of, meta_of
 
 __all__ = [
@@ -40,9 +38,7 @@ __all__ = [
     "UnreadableScan",
     "from_unit",
     "onto_grid",
-    "reorient_like",
     "resample",
-    "spacing_of",
     "target_spacing",
     "to_unit",
 ]
