@@ -10,7 +10,10 @@ CT/MR file) both start from a `SeriesPlan`, so they describe an image alike:
 * the source's patient identity (and its free-text descriptions, which PS3.15 Annex E treats as
   identifying) only with `copy_patient=True`;
 * when the image was read from DICOM, the source instances it came from: slice by slice while the
-  slice count still matches the source's, else every source for every slice.
+  slice count still matches the source's, else every source for every slice;
+* `same_study=True` (a derived series that belongs beside its source, e.g. an enhanced scan): the
+  source's StudyInstanceUID and FrameOfReferenceUID (the same patient, the same patient coordinates)
+  instead of new ones, the study's date left empty unless the patient identity is copied.
 
 Pixels are encoded once here (`medgan.io.dicom_encode`): values in physical units go through
 RescaleSlope/Intercept, exactly for integer data and to half a quantisation step for real data.
@@ -97,6 +100,7 @@ def plan_series(
     series_description: str | None = None,
     derivation_description: str | None = None,
     series_number: int = 1001,
+    same_study: bool = False,  # keep the DICOM source's study and frame of reference
 ) -> SeriesPlan:
     """Check `image`, encode its pixels and build the header shared by all output layouts."""
     meta = meta_of(image)
@@ -118,6 +122,8 @@ def plan_series(
     now = dt.datetime.now()
     date, time = now.strftime("%Y%m%d"), now.strftime("%H%M%S")
     header = _header(meta, modality, synthetic, copy_patient, series_description, derivation, series_number, date, time)
+    if same_study:
+        _join_source_study(header, meta, copy_patient)
     source_dicom = meta.get("dicom") or {}
     slice_sources = [[tuple(ref) for ref in refs] for refs in meta.get("source_slices") or []]
     return SeriesPlan(
@@ -174,6 +180,18 @@ def _header(meta, modality, synthetic, copy_patient, description, derivation, nu
     ds.PositionReferenceIndicator = ""
     ds.ContributingEquipmentSequence = Sequence([_contributing_equipment(synthetic, derivation, date, time)])
     return ds
+
+
+def _join_source_study(ds: Dataset, meta: dict[str, Any], copy_patient: bool) -> None:
+    """The source's study and frame of reference, where it has them; this write's date is not the study's."""
+    source_dicom = meta.get("dicom") or {}
+    study, frame = (str(source_dicom.get(k) or "") for k in ("StudyInstanceUID", "FrameOfReferenceUID"))
+    if study:
+        ds.StudyInstanceUID = study
+        ds.StudyDate = str((meta.get("patient") or {}).get("StudyDate") or "") if copy_patient else ""
+        ds.StudyTime = ""
+    if frame:
+        ds.FrameOfReferenceUID = frame
 
 
 def _contributing_equipment(synthetic: bool, derivation: str, date: str, time: str) -> Dataset:

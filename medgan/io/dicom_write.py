@@ -49,6 +49,7 @@ def write_dicom_series(
     series_description: str | None = None,  # default: "SYNTHETIC medgan" or "DERIVED medgan"
     derivation_description: str | None = None,  # default: what medgan did, from the metadata
     series_number: int = 1001,  # high, so it sorts after the scanner's own series
+    same_study: bool = False,  # keep the DICOM source's study and frame of reference (a derived series beside it)
 ) -> str:
     """Write `image` (`[1, i, j, k]` or `[1, i, j]`) into `folder`; returns the folder.
 
@@ -57,9 +58,8 @@ def write_dicom_series(
     all: files are written to a hidden sibling that is renamed into place at the end.
     """
     folder = os.fspath(folder)
-    plan = plan_series(
-        image, folder, modality, synthetic, copy_patient, series_description, derivation_description, series_number
-    )
+    plan = plan_series(image, folder, modality, synthetic, copy_patient, series_description, derivation_description,
+                       series_number, same_study)  # fmt: skip
     with atomic_dir(folder, overwrite) as temp:
         if multiframe:
             save_dataset(multiframe_dataset(plan), os.path.join(temp, "IM00001.dcm"))
