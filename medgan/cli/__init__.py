@@ -119,4 +119,4 @@ def _fail(message: str, status: int = 2) -> None:
 
 
 # Importing a command module registers its commands on `cli`.
-from medgan.cli import anonymize, data, degrade, evaluate, images, lesions, train  # noqa: E402, F401
+from medgan.cli import anonymize, data, degrade, enhance, evaluate, images, lesions, train  # noqa: E402, F401
