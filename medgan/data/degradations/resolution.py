@@ -17,6 +17,7 @@ linearly back onto the input grid (same shape and affine), as paired training wa
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 
@@ -56,6 +57,12 @@ def profile_weights(n_in: int, spacing: float, centres_mm, width_mm: float, prof
     else:
         raise ValueError(f"unknown slice profile {profile!r} (valid: box, gaussian)")
     return weights / weights.sum(dim=1, keepdim=True).clamp(min=1e-300)
+
+
+@functools.lru_cache(maxsize=64)
+def _weights(n_in: int, spacing: float, centres_mm: tuple, width_mm: float, profile: str) -> torch.Tensor:
+    """`profile_weights`, remembered: a training run asks for the same few matrices at every step."""
+    return profile_weights(n_in, spacing, centres_mm, width_mm, profile)
 
 
 def _normal_cdf(z: torch.Tensor) -> torch.Tensor:
@@ -159,7 +166,7 @@ class ThickSlices(_AxisMaps):
             )
         first = (thickness - step) / 2
         centres = [first + m * between for m in range(count)]
-        return {axis: (profile_weights(n, step, centres, thickness, record["profile"]), between, first / step)}
+        return {axis: (_weights(n, step, tuple(centres), thickness, record["profile"]), between, first / step)}
 
 
 @DEGRADATIONS.register("downsample")
@@ -191,5 +198,5 @@ class Downsample(_AxisMaps):
             first = (factor - 1) / 2 * step
             centres = [first + m * factor * step for m in range(count)]
             fwhm = math.sqrt(max(factor**2 - 1.0, 0.0)) * step
-            maps[axis] = (profile_weights(n, step, centres, fwhm, "gaussian"), factor * step, (factor - 1) / 2)
+            maps[axis] = (_weights(n, step, tuple(centres), fwhm, "gaussian"), factor * step, (factor - 1) / 2)
         return maps
