@@ -9,13 +9,15 @@ surroundings go into the healthy part of the same organ, made from the scan itse
 
   lungs   air inside the body: HU < -400 in voxels that the body (HU > -500, holes filled slice by slice)
           encloses, opened once, the two largest parts
-  brain   tissue inside the head: above the Otsu threshold, holes filled slice by slice, eroded twice in-plane,
-          the largest part, without the brightest 1% (fat) and the darkest voxels left (CSF)
+  brain   inside the head (above the Otsu threshold, holes filled slice by slice) and over 12 mm in from its
+          edge (past scalp and skull), above 0.6 x its median (not CSF), below its 99th percentile, opened
+          once in-plane, the largest part
 
 less the tumour grown by 10 mm. Two kinds are inserted at the same places:
 
   medgan  `simulate_lesions` with the case's preset (ct-lung-nodule or mr-brain-enhancing, no mass effect),
-          diameter and contrast set to the tumour's
+          diameter and contrast set to the tumour's (a tumour larger than the healthy organ can hold, such
+          as lung2's 45 mm one, is matched by the largest lesion that fits, 10% steps down)
   pasted  an ellipsoid of the same volume (axes 1 : 0.85 : 0.7, random orientation), filled with the
           surroundings' mean plus the contrast, pasted without blur or texture: the plain baseline
 
@@ -46,7 +48,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 CASES = {"lung1": "ct-lung-nodule", "lung2": "ct-lung-nodule", "brain1": "mr-brain-enhancing",
          "brain2": "mr-brain-enhancing"}  # fmt: skip
 STATS = ("mean_contrast", "sd", "entropy", "glcm_contrast", "glcm_homogeneity", "border_width_mm")
-SHELL_MM = (3.0, 6.0)  # the surroundings of every lesion, real or simulated: organ voxels this far out
+SHELL_MM = (6.0, 10.0)  # surroundings of every lesion, real or simulated: organ voxels this far out (past a slice)
 
 
 def log(message: str) -> None:
@@ -65,19 +67,22 @@ def lungs_of(hu: np.ndarray) -> np.ndarray:
     return np.isin(labels, np.argsort(sizes)[::-1][:2] + 1)
 
 
-def brain_of(image: np.ndarray) -> np.ndarray:
+def brain_of(image: np.ndarray, spacing) -> np.ndarray:
     """Brain tissue inside the head (see the module docstring)."""
     from skimage.filters import threshold_otsu
 
-    values = image[image > 0]
-    head = image > threshold_otsu(values)
+    head = image > threshold_otsu(image[image > 0])
     head = np.stack([ndimage.binary_fill_holes(head[:, :, k]) for k in range(image.shape[2])], axis=2)
-    head = ndimage.binary_erosion(head, structure=np.ones((5, 5, 1)), iterations=2)
-    labels, count = ndimage.label(head)
+    depth = np.stack([ndimage.distance_transform_edt(head[:, :, k], sampling=spacing[:2])
+                      for k in range(image.shape[2])], axis=2)  # fmt: skip
+    inside = depth > 12.0  # past the scalp and the skull
+    level = np.median(image[inside])
+    tissue = inside & (image > 0.6 * level) & (image < np.percentile(image[inside], 99))
+    tissue = ndimage.binary_opening(tissue, structure=np.ones((3, 3, 1)))
+    labels, count = ndimage.label(tissue)
     if count:
-        head = labels == (np.argmax(ndimage.sum(head, labels, range(1, count + 1))) + 1)
-    tissue = head & (image < np.percentile(image[head], 99)) & (image > threshold_otsu(image[head]) * 0.8)
-    return ndimage.binary_opening(tissue, structure=np.ones((3, 3, 1)))
+        tissue = labels == (np.argmax(ndimage.sum(tissue, labels, range(1, count + 1))) + 1)
+    return tissue
 
 
 def load_case(name: str):
@@ -90,8 +95,8 @@ def load_case(name: str):
     voxels = image.numpy()[0].astype(np.float64)
     tumour = label.numpy()[0] > 0
     modality = "CT" if name.startswith("lung") else "MR"
-    organ = lungs_of(voxels) if modality == "CT" else brain_of(voxels)
     spacing = spacing_of(image)
+    organ = lungs_of(voxels) if modality == "CT" else brain_of(voxels, spacing)
     near_tumour = ndimage.distance_transform_edt(~tumour, sampling=spacing) <= 10.0
     return image, tumour, organ & ~tumour, organ & ~near_tumour, modality
 
@@ -156,7 +161,16 @@ def crossing(x: np.ndarray, y: np.ndarray, level: float) -> float:
     return float("nan")
 
 
+def around_mask(mask: np.ndarray, spacing, margin_mm: float = 15.0) -> tuple[slice, ...]:
+    """A box around the mask, `margin_mm` wider on every side (the statistics need nothing further out)."""
+    where = np.argwhere(mask)
+    pad = [int(np.ceil(margin_mm / s)) for s in spacing]
+    return tuple(slice(max(0, lo - p), hi + p + 1) for lo, hi, p in zip(where.min(0), where.max(0), pad, strict=True))
+
+
 def statistics_of(voxels, mask, organ, spacing, relative: bool, window) -> dict:
+    box = around_mask(mask, spacing)
+    voxels, mask, organ = voxels[box], mask[box], organ[box]
     around = surroundings(voxels, mask, organ, spacing)
     inside = voxels[mask]
     unit = around if relative else 1.0
@@ -178,15 +192,22 @@ def pasted_ellipsoid(voxels, affine, centre_voxel, diameter_mm, value, rng) -> t
     ratios = np.array([1.0, 0.85, 0.7])
     axes = ratios * (diameter_mm / 2) / np.prod(ratios) ** (1 / 3)
     turn = random_rotation(rng)
-    index = np.stack(np.indices(voxels.shape), -1).reshape(-1, 3) - np.asarray(centre_voxel)
+    spacing = np.linalg.norm(affine[:3, :3], axis=0)
+    reach = [int(np.ceil(axes.max() / s)) + 1 for s in spacing]
+    centre = np.round(centre_voxel).astype(int)
+    box = tuple(slice(max(0, c - r), min(n, c + r + 1)) for c, r, n in zip(centre, reach, voxels.shape, strict=True))
+    offset = np.array([b.start for b in box])
+    index = np.stack(np.indices([b.stop - b.start for b in box]), -1).reshape(-1, 3) + offset - np.asarray(centre_voxel)
     local = (index @ affine[:3, :3].T) @ turn / axes
-    mask = ((local**2).sum(-1) <= 1).reshape(voxels.shape)
+    mask = np.zeros(voxels.shape, bool)
+    mask[box] = ((local**2).sum(-1) <= 1).reshape(mask[box].shape)
     out = voxels.copy()
     out[mask] = value
     return out, mask
 
 
 def run_case(name: str, lesions: int) -> dict:
+    from medgan.errors import InputError
     from medgan.lesions.insert import simulate_lesions
     from medgan.lesions.models import LESION_MODELS
 
@@ -198,24 +219,33 @@ def run_case(name: str, lesions: int) -> dict:
     window = tuple(np.percentile(voxels[tumour], [1, 99]))
     real = statistics_of(voxels, tumour, organ, spacing, relative, window)
     log(f"{name}: tumour {real['equivalent_diameter_mm']:.1f} mm, contrast {real['mean_contrast']:.3g}")
-    model = LESION_MODELS.build(CASES[name], diameter_mm=(real["equivalent_diameter_mm"],) * 2,
-                                contrast=(real["mean_contrast"],) * 2, mass_effect_probability=0.0)  # fmt: skip
     kinds = {"medgan": [], "pasted": []}
     rng = np.random.default_rng(0)
     organ_tensor = torch.from_numpy(healthy)
+    diameter = real["equivalent_diameter_mm"]
     for seed in range(lesions):
-        result = simulate_lesions(image, organ_tensor, affine=affine, modality=modality, n=1, model=model, seed=seed)
+        while True:  # a tumour larger than the healthy organ can hold (lung2's) is matched as large as fits
+            model = LESION_MODELS.build(CASES[name], diameter_mm=(diameter, diameter),
+                                        contrast=(real["mean_contrast"],) * 2, mass_effect_probability=0.0)  # fmt: skip
+            try:
+                result = simulate_lesions(image, organ_tensor, affine=affine, modality=modality, n=1, model=model,
+                                          seed=seed)  # fmt: skip
+                break
+            except InputError:
+                diameter *= 0.9
+                log(f"{name}: no place for it; trying {diameter:.1f} mm")
         record = result.records[0]
         mask = result.labels.numpy()[0] == record.label
         edited = result.image.numpy()[0].astype(np.float64)
         kinds["medgan"].append(statistics_of(edited, mask, organ | mask, spacing, relative, window))
-        around = surroundings(voxels, mask, organ, spacing)
+        box = around_mask(mask, spacing)
+        around = surroundings(voxels[box], mask[box], organ[box], spacing)
         value = around * (1 + real["mean_contrast"]) if relative else around + real["mean_contrast"]
         pasted, pasted_mask = pasted_ellipsoid(voxels, affine, record.centre_voxel, real["equivalent_diameter_mm"],
                                                value, rng)  # fmt: skip
         kinds["pasted"].append(statistics_of(pasted, pasted_mask, organ | pasted_mask, spacing, relative, window))
-    return {"real": real, **{k: {s: float(np.nanmean([v[s] for v in values])) for s in real}
-                             for k, values in kinds.items()}}  # fmt: skip
+    means = {k: {s: float(np.nanmean([v[s] for v in values])) for s in real} for k, values in kinds.items()}
+    return {"real": real, "diameter_used_mm": diameter, **means}
 
 
 def main() -> None:

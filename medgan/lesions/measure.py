@@ -13,9 +13,12 @@ Scanner blur (`estimate_blur`): along each axis, profiles across strong edges th
 over width and sub-voxel position. A voxel's value is the scene blurred by the scanner's point
 spread function and averaged over the voxel, so the fitted width is sqrt(s_psf^2 + h^2 / 12) for
 voxel size h. Anatomy that is no clean step (a surface cutting a thick slice obliquely, two edges
-close together) fits badly and reads wider, so the better-fitting half of the edges is kept and
-their median width gives s_psf per axis. What remains errs on the blurry side: inserted lesions
-come out no sharper than the anatomy around them.
+close together) fits badly and reads wider, so the better-fitting quarter of the edges is kept and
+their median width gives s_psf per axis. Along a thick-slice axis (twice as coarse as the finest or
+more) few edges face the axis and none is a clean step, while the slice profile itself is the
+voxel's partial volume, which lesions get anyway: its estimate is capped at the largest in-plane
+one. What remains errs on the blurry side: inserted lesions come out no sharper than the anatomy
+around them.
 
 Lesions (`measure_lesion`): volume and equivalent diameter from the label mask, the longest
 diameter between voxel centres, and the mean contrast of the lesion to a shell of organ voxels
@@ -39,6 +42,8 @@ __all__ = ["BlurEstimate", "NoiseEstimate", "estimate_blur", "estimate_noise", "
 _MAD_TO_SD = 1.482602218505602  # 1 / Phi^-1(3/4): MAD of a normal variable times this is its sd
 _MIN_DIFFERENCES = 64  # fewer usable differences along an axis than this: that axis gives no estimate
 _DEFAULT_BLUR_VOX = 0.5  # scanner blur assumed (sd, voxels) where no usable edge is found
+GOOD_FRACTION = 0.25  # the better-fitting fraction of edges the blur is measured on
+THICK_RATIO = 2.0  # an axis this many times coarser than the finest is a thick-slice axis
 
 
 @dataclass(frozen=True)
@@ -139,6 +144,9 @@ def estimate_blur(
         sigma_vox = _axis_blur(image, grads[axis], magnitude, axis, half, region, max_edges, min_step, widths, shifts)
         counts.append(0 if sigma_vox is None else int(sigma_vox[1]))
         sigmas.append((_DEFAULT_BLUR_VOX if sigma_vox is None else sigma_vox[0]) * float(h))
+    finest = min(spacing_mm)
+    thin = [s for s, h in zip(sigmas, spacing_mm, strict=True) if h < THICK_RATIO * finest]
+    sigmas = [min(s, max(thin)) if h >= THICK_RATIO * finest else s for s, h in zip(sigmas, spacing_mm, strict=True)]
     return BlurEstimate(tuple(sigmas), tuple(counts))
 
 
@@ -183,7 +191,7 @@ def _axis_blur(image, g, magnitude, axis, half, region, max_edges, min_step, wid
     total = widths[best // shifts.numel()]
     # Edges that are not clean steps (a surface cutting a thick slice obliquely, two edges close together)
     # fit an error function badly and read wider: keep the better-fitting half.
-    good = residual <= residual.median()
+    good = residual <= torch.quantile(residual, GOOD_FRACTION)
     psf = torch.sqrt(torch.clamp(total[good] ** 2 - 1.0 / 12.0, min=0.0))
     return float(psf.median()), int(normal.shape[0])
 

@@ -99,7 +99,7 @@ def ct_liver_hypo(**ranges) -> LesionModel:
                         diameter_mm=(5.0, 30.0), contrast=(-60.0, -20.0), lobulation=(0.0, 0.12),
                         rim_probability=0.3, rim_mm=(1.0, 3.0), rim_contrast=(10.0, 30.0),
                         core_probability=0.2, core_fraction=(0.3, 0.6), core_contrast=(-25.0, -5.0),
-                        texture_sd=(4.0, 12.0), texture_corr_mm=(2.0, 4.0), border_mm=(0.5, 1.5))  # fmt: skip
+                        texture_sd=(4.0, 12.0), texture_corr_mm=(2.0, 4.0), border_mm=(0.3, 1.0))  # fmt: skip
     return model.with_ranges(**ranges)
 
 
@@ -111,7 +111,7 @@ def ct_lung_nodule(**ranges) -> LesionModel:
                         lobulation=(0.03, 0.2), spiculation_probability=0.4, spicules=(4, 12),
                         spicule_length=(0.3, 0.9), calcification_probability=0.1,
                         calcification_contrast=(300.0, 800.0), texture_sd=(15.0, 40.0),
-                        texture_corr_mm=(1.0, 2.5), border_mm=(0.2, 0.8))  # fmt: skip
+                        texture_corr_mm=(1.0, 2.5), border_mm=(0.0, 0.4))  # fmt: skip
     return model.with_ranges(**ranges)
 
 
@@ -123,7 +123,7 @@ def mr_brain_enhancing(**ranges) -> LesionModel:
                         rim_probability=0.7, rim_mm=(1.5, 4.0), rim_contrast=(0.1, 0.3),
                         core_probability=0.5, core_fraction=(0.3, 0.6), core_contrast=(-0.4, -0.15),
                         halo_probability=0.6, halo_mm=(3.0, 10.0), halo_contrast=(-0.15, -0.05),
-                        texture_sd=(0.05, 0.12), texture_corr_mm=(1.5, 3.0), border_mm=(0.5, 1.5),
+                        texture_sd=(0.08, 0.2), texture_corr_mm=(0.8, 2.0), border_mm=(0.0, 0.6),
                         mass_effect_probability=0.5, mass_effect=(0.3, 0.8))  # fmt: skip
     return model.with_ranges(**ranges)
 

@@ -65,8 +65,10 @@ def test_blur_in_the_phantom_and_its_default():
     found = estimate_blur(image.float(), SPACING)
     for got, want in zip(found.sigma_mm[:2], BLUR_MM[:2], strict=True):
         assert got == pytest.approx(want, rel=0.2)
-    flat = estimate_blur(torch.zeros(30, 30, 30), (1.0, 1.0, 2.0))  # no edges: half a voxel per axis
-    assert flat.edges == (0, 0, 0) and flat.sigma_mm == (0.5, 0.5, 1.0)
+    flat = estimate_blur(torch.zeros(30, 30, 30), (1.0, 1.0, 1.5))  # no edges: half a voxel per axis
+    assert flat.edges == (0, 0, 0) and flat.sigma_mm == (0.5, 0.5, 0.75)
+    thick = estimate_blur(torch.zeros(30, 30, 30), (1.0, 1.0, 5.0))  # a thick-slice axis: no blurrier than in-plane
+    assert thick.sigma_mm == (0.5, 0.5, 0.5)
 
 
 def test_distance_map_matches_scipy():
