@@ -13,7 +13,8 @@ Figures, each a median over `--repeats` runs:
                on CPU and on CUDA when available (CUDA timed with synchronisation)
 
 The stretched CT is the real lung1 scan (512 x 512 x 48 at 0.57 x 0.57 x 5 mm) resampled linearly to 300
-slices of 0.8 mm; its lungs (< -400 HU inside the body) are the organ.
+slices of 0.8 mm; its lungs (< -400 HU inside the body, `lungs_of` in lesion_realism.py) are the organ.
+`--threads` sets torch's CPU threads (default 1: on a shared machine several threads contend).
 """
 
 from __future__ import annotations
@@ -39,24 +40,9 @@ def log(message: str) -> None:
     print(f"[lesion_bench] {message}", file=sys.stderr, flush=True)
 
 
-def lungs_of(hu: np.ndarray) -> np.ndarray:
-    """Air inside the body: HU < -400 in voxels the body (HU > -500, holes filled slice by slice) encloses."""
-    from scipy import ndimage
-
-    body = hu > -500
-    filled = np.stack([ndimage.binary_fill_holes(body[:, :, k]) for k in range(hu.shape[2])], axis=2)
-    lungs = filled & (hu < -400)
-    lungs = ndimage.binary_opening(lungs, iterations=1)
-    labels, count = ndimage.label(lungs)
-    if count == 0:
-        return lungs
-    sizes = ndimage.sum(lungs, labels, range(1, count + 1))
-    keep = np.argsort(sizes)[::-1][:2] + 1  # the two lungs
-    return np.isin(labels, keep)
-
-
 def big_ct():
     """(MetaTensor [1, 512, 512, 300] int16 HU, lung mask [512, 512, 300]) from pyradiomics lung1."""
+    from benchmarks.lesion_realism import lungs_of
     from benchmarks.registry_data import pyradiomics_case
     from medgan.io import read_image
     from medgan.io.image import make_image
@@ -141,7 +127,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json", help="also write the figures here")
     parser.add_argument("--skip-command", action="store_true", help="leave out the end-to-end command timing")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (the command gets the same)")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    os.environ["OMP_NUM_THREADS"] = str(args.threads)
     figures = {"machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                            "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
                            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}}  # fmt: skip

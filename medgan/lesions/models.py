@@ -123,7 +123,7 @@ def mr_brain_enhancing(**ranges) -> LesionModel:
                         rim_probability=0.7, rim_mm=(1.5, 4.0), rim_contrast=(0.1, 0.3),
                         core_probability=0.5, core_fraction=(0.3, 0.6), core_contrast=(-0.4, -0.15),
                         halo_probability=0.6, halo_mm=(3.0, 10.0), halo_contrast=(-0.15, -0.05),
-                        texture_sd=(0.08, 0.2), texture_corr_mm=(0.8, 2.0), border_mm=(0.0, 0.6),
+                        texture_sd=(0.1, 0.25), texture_corr_mm=(0.4, 1.2), border_mm=(0.0, 0.6),
                         mass_effect_probability=0.5, mass_effect=(0.3, 0.8))  # fmt: skip
     return model.with_ranges(**ranges)
 
