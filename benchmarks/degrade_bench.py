@@ -100,8 +100,11 @@ def main() -> None:
     parser.add_argument("--slice-batch", type=int, default=0, help="2D batch (default: 4 on CPU, 32 on CUDA)")
     parser.add_argument("--no-volumes", action="store_true", help="only the 2D slices")
     parser.add_argument("--no-peer", action="store_true", help="skip the scikit-image low-dose peer (CPU)")
+    parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
     parser.add_argument("--json", help="write the figures here")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)  # on a busy machine one thread avoids waiting for a descheduled one
     devices = ["cpu", "cuda"] if args.device == "all" else [args.device]
     devices = [d for d in devices if d == "cpu" or torch.cuda.is_available()]
     results = []
