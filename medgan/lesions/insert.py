@@ -243,7 +243,8 @@ def simulate_lesions(
         rng = np.random.default_rng([int(seed), index])
         shape, compartments, intensity, mass = sample_parameters(model, rng, units)
         measured_scan = ScanParams(0.0, [0.0] * 3, list(scan.blur_sigma_mm), list(scan.blur_edges))
-        record = LesionRecord(index=index, label=index, lesion_seed=int(rng.integers(2**62)), preset=model.name,
+        record = LesionRecord(index=index, label=index, seed=int(seed), lesion_seed=int(rng.integers(2**62)),
+                              preset=model.name,
                               renderer=renderer, voxel=[0, 0, 0], shape=shape, compartments=compartments,
                               intensity=intensity, scan=measured_scan, mass_effect=mass, margin_mm=float(margin_mm),
                               gap_mm=float(gap_mm))  # fmt: skip

@@ -99,6 +99,7 @@ class LesionRecord:
 
     index: int  # 1, 2, ... in the order lesions were inserted
     label: int  # its value in the label map
+    seed: int  # the run's seed: lesion `index` was drawn from numpy.random.default_rng([seed, index])
     lesion_seed: int  # seeds the texture noise
     preset: str  # the lesion model preset it was sampled from
     renderer: str  # the content renderer ("procedural")

@@ -43,8 +43,9 @@ def scan_files(tmp_path_factory):
     return folder
 
 
-def _args(folder, out, *extra, scan="ct.nii.gz", mask="seg.nii.gz"):
-    return [str(folder / scan), "--organ-mask", str(folder / mask), "--label", str(LIVER),
+def _args(folder, out, *extra, scan="ct.nii.gz", mask="seg.nii.gz", label=LIVER):
+    chosen = ["--label", str(label)] if label is not None else []
+    return [str(folder / scan), "--organ-mask", str(folder / mask), *chosen,
             "--preset", "ct-liver-hypo", "--n", "2", "--diameter-mm", "6:14", "--contrast", "-60:-20",
             "--seed", "3", "--out", str(out), *extra]  # fmt: skip
 
@@ -65,6 +66,7 @@ def test_nifti_outputs_and_byte_identical_replay(run_cli, scan_files, tmp_path):
     lesion = records["lesions"][0]
     for key in ("centre_mm", "centre_voxel", "lesion_seed", "shape", "intensity", "scan"):
         assert key in lesion
+    assert lesion["seed"] == 3
     for key in ("volume_ml", "equivalent_diameter_mm", "longest_diameter_mm", "mean_contrast"):
         assert key in lesion["measured"]
     edited = read_image(tmp_path / "a" / "ct_lesions.nii.gz")
@@ -96,7 +98,7 @@ def test_a_mask_on_another_overlapping_grid_is_resampled(run_cli, scan_files, tm
 
 BAD_INPUTS = {
     "mask on a grid that does not overlap": (dict(mask="seg_far.nii.gz"), r"does not overlap the image .* voxels of"),
-    "empty organ": (dict(mask="empty.nii.gz", extra=("--label", "0")), r"label 0 is not in the organ mask"),
+    "empty organ": (dict(mask="empty.nii.gz", label=None), r"empty.nii.gz: the organ mask is empty"),
     "missing label": (dict(extra=("--label", "99")), r"label 99 is not in the organ mask \(labels present: 1, 2"),
     "lesions that cannot fit": (dict(extra=("--n", "60")), r"lesion \d+ of 60 .* does not fit"),
     "diameter larger than the organ": (dict(extra=("--diameter-mm", "150:200")), r"do not fit in the organ"),
@@ -108,7 +110,9 @@ BAD_INPUTS = {
 @pytest.mark.parametrize("case", list(BAD_INPUTS))
 def test_bad_input_is_one_line_exit_2_and_nothing_written(run_cli, scan_files, tmp_path, case):
     options, pattern = BAD_INPUTS[case]
-    args = _args(scan_files, tmp_path / "out", mask=options.get("mask", "seg.nii.gz"))
+    args = _args(
+        scan_files, tmp_path / "out", mask=options.get("mask", "seg.nii.gz"), label=options.get("label", LIVER)
+    )
     args += list(options.get("extra", ()))
     status, _, err = run_cli("simulate-lesions", *args)
     assert status == 2
