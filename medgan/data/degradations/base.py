@@ -21,7 +21,17 @@ import torch
 
 from medgan.errors import ConfigError
 
-__all__ = ["Degradation", "Param", "as_batch_records", "make_generator", "spatial_shape_of"]
+__all__ = [
+    "Degradation",
+    "Param",
+    "as_batch_records",
+    "check_spacing",
+    "item_generator",
+    "make_generator",
+    "restore_dtype",
+    "spatial_shape_of",
+    "working_dtype",
+]
 
 _SEED_LIMIT = 2**62  # per-item noise seeds: plain JSON integers, exact in every JSON reader that keeps int64
 
@@ -120,9 +130,7 @@ def spatial_shape_of(x: torch.Tensor, owner: str) -> tuple[int, ...]:
 
 def as_batch_records(records: dict | Sequence[dict], batch: int, owner: str) -> list[dict]:
     """One record per batch item: a single dict is used for every item."""
-    if isinstance(records, dict):
-        return [records] * batch
-    records = list(records)
+    records = [records] * batch if isinstance(records, dict) else list(records)
     if len(records) != batch:
         raise ValueError(f"{owner}: {len(records)} records for a batch of {batch}")
     for record in records:
@@ -132,7 +140,8 @@ def as_batch_records(records: dict | Sequence[dict], batch: int, owner: str) -> 
 
 
 class Degradation:
-    """Base class: subclasses declare `name`, `params` and `spatial_axis_param`, and implement `apply`.
+    """Base class: subclasses declare `name`, `params` (and `axis_param`, `changes_grid` where they apply)
+    and implement `apply` (and `output_geometry` when the grid changes).
 
     severity: a number in [0, 1], a (low, high) range to draw one per item from, or None for
         the default 0.5. Every other keyword names a parameter: a number fixes it, a (low, high)
@@ -163,7 +172,6 @@ class Degradation:
                 self.values[param.name] = self._range(param.name, value, None, param)
             else:
                 self.values[param.name] = param.check(value, self.name)
-        self.validate()
 
     def _range(self, name: str, value: Any, default: float | None, param: Param) -> tuple[float, float] | None:
         """A fixed number as (v, v), a pair as (low, high); each end checked against `param`."""
@@ -178,9 +186,6 @@ class Degradation:
             return (low, high)
         number = param.check(value, self.name)
         return (number, number)
-
-    def validate(self) -> None:
-        """Checks across parameters (subclasses); raise ConfigError with one line."""
 
     def setting(self, name: str) -> Any:
         """A parameter's fixed value: explicit, or its default (for parameters that do not follow severity)."""
@@ -228,11 +233,7 @@ class Degradation:
         value = param.at_severity(severity)
         if param.per_spacing:
             axis = self.setting(self.axis_param) if self.axis_param else -1
-            if spacing_mm is None:
-                raise ValueError(
-                    f"{self.name}: {param.name} follows severity in multiples of the spacing: give spacing_mm"
-                )
-            value *= float(spacing_mm[axis % dims])
+            value *= 1.0 if spacing_mm is None else float(spacing_mm[axis % dims])  # 1 mm voxels, as in apply
             value = min(max(value, param.low), param.high)
         return round(value) if param.kind == "int" else value
 
