@@ -29,6 +29,7 @@ __all__ = [
     "item_generator",
     "make_generator",
     "restore_dtype",
+    "spatial_axis",
     "spatial_shape_of",
     "working_dtype",
 ]
@@ -233,7 +234,8 @@ class Degradation:
         value = param.at_severity(severity)
         if param.per_spacing:
             axis = self.setting(self.axis_param) if self.axis_param else -1
-            value *= 1.0 if spacing_mm is None else float(spacing_mm[axis % dims])  # 1 mm voxels, as in apply
+            axis = spatial_axis(axis, dims, self.name, self.axis_param or "axis")
+            value *= 1.0 if spacing_mm is None else float(spacing_mm[axis])  # 1 mm voxels, as in apply
             value = min(max(value, param.low), param.high)
         return round(value) if param.kind == "int" else value
 
@@ -296,6 +298,13 @@ def check_spacing(spacing_mm: Sequence[float] | None, dims: int, owner: str) -> 
     if len(spacing) != dims or not all(math.isfinite(s) and s > 0 for s in spacing):
         raise ValueError(f"{owner}: spacing_mm {spacing_mm} does not give {dims} positive spacings")
     return spacing
+
+
+def spatial_axis(axis: int, spatial_dims: int, owner: str, name: str) -> int:
+    """`axis` (negative counts from the end) as an index into `spatial_dims` axes; one-line error otherwise."""
+    if not -spatial_dims <= int(axis) < spatial_dims:
+        raise ConfigError(f"{owner}: parameter {name} = {axis} names no axis of a {spatial_dims}D image")
+    return int(axis) % spatial_dims
 
 
 def working_dtype(x: torch.Tensor) -> torch.dtype:

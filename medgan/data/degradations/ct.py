@@ -39,6 +39,7 @@ from medgan.data.degradations.base import (
     check_spacing,
     item_generator,
     restore_dtype,
+    spatial_axis,
     spatial_shape_of,
     working_dtype,
 )
@@ -114,7 +115,7 @@ class CTLowDose(Degradation):
             key = (record["views"], record["filter"], record["slice_axis"], record["projection_coarsening"])
             groups[key].append(i)
         for (views, window, slice_axis, coarsening), items in groups.items():
-            axis = slice_axis % len(shape)
+            axis = spatial_axis(slice_axis, len(shape), self.name, "slice_axis") if len(shape) == 3 else None
             plane_spacing = tuple(s for a, s in enumerate(spacing) if len(shape) == 2 or a != axis)
             chosen = hu[items]
             planes, how = planes_of(chosen, slice_axis)

@@ -22,6 +22,7 @@ from medgan.data.degradations.base import (
     check_spacing,
     make_generator,
     restore_dtype,
+    spatial_axis,
     spatial_shape_of,
     working_dtype,
 )
@@ -63,7 +64,7 @@ def masked_magnitude(kspace: torch.Tensor, centred_mask: torch.Tensor, dims: Seq
 
 def phase_axes(spatial_dims: int, readout_axis: int) -> list[int]:
     """The spatial axes other than the readout, in order."""
-    readout = readout_axis % spatial_dims
+    readout = spatial_axis(readout_axis, spatial_dims, "MR k-space", "readout_axis")
     return [a for a in range(spatial_dims) if a != readout]
 
 
@@ -113,7 +114,7 @@ def undersampling_mask(
 
 def _broadcast_mask(mask: torch.Tensor, spatial_dims: int, readout_axis: int) -> torch.Tensor:
     """Insert the readout axis (size 1) so the mask broadcasts over `[C, *spatial]`."""
-    return mask.unsqueeze(readout_axis % spatial_dims).unsqueeze(0)
+    return mask.unsqueeze(spatial_axis(readout_axis, spatial_dims, "MR k-space", "readout_axis")).unsqueeze(0)
 
 
 @DEGRADATIONS.register("mr-undersample")

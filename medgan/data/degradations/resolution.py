@@ -30,6 +30,7 @@ from medgan.data.degradations.base import (
     as_batch_records,
     check_spacing,
     restore_dtype,
+    spatial_axis,
     spatial_shape_of,
     working_dtype,
 )
@@ -151,7 +152,7 @@ class ThickSlices(_AxisMaps):
         return {"slice_spacing_mm": record["slice_spacing_mm"] or record["thickness_mm"]}
 
     def axis_maps(self, record: dict, shape, spacing):
-        axis = record["axis"] % len(shape)
+        axis = spatial_axis(record["axis"], len(shape), self.name, "axis")
         n, step = shape[axis], spacing[axis]
         thickness, between = record["thickness_mm"], record["slice_spacing_mm"]
         if thickness < step * (1 - 1e-9):
@@ -186,7 +187,7 @@ class Downsample(_AxisMaps):
     def axis_maps(self, record: dict, shape, spacing):
         factor = record["factor"]
         if len(shape) == 3 and record["axes"] == "in-plane":
-            axes = [a for a in range(3) if a != record["slice_axis"] % 3]
+            axes = [a for a in range(3) if a != spatial_axis(record["slice_axis"], 3, self.name, "slice_axis")]
         else:
             axes = list(range(len(shape)))
         maps = {}

@@ -110,3 +110,14 @@ def test_every_numeric_parameter_out_of_range_fails_with_one_line_naming_it(kind
 def test_unknown_kind_suggests_the_closest():
     with pytest.raises(ConfigError, match="did you mean 'ct-lowdose'"):
         DEGRADATIONS.build("ct-lowdos")
+
+
+@pytest.mark.parametrize("kind", NAMES)
+def test_an_axis_beyond_a_2d_image_fails_with_one_line_naming_it(kind):
+    axes = [p.name for p in DEGRADATIONS.get(kind).params if p.name in ("axis", "slice_axis", "readout_axis")]
+    if not axes or kind in ("ct-lowdose", "downsample"):  # these take a 2D image whole: the axis is for 3D
+        pytest.skip(f"{kind} has no axis that matters in 2D")
+    x = sample_input(kind, 2, batch=1)
+    degradation = build(kind, **{axes[0]: 2})
+    with pytest.raises(ConfigError, match=f"{axes[0]} = 2 names no axis of a 2D image"):
+        degradation.apply(x, degradation.sample(1, 0, spacing_mm=SPACING[2]), SPACING[2])
