@@ -284,9 +284,11 @@ class Degradation:
             if p.follows_severity:
                 scale = " x spacing" if p.per_spacing else (f" {p.unit}" if p.unit else "")
                 how = f"severity 0..1 -> {p.mild:g}..{p.severe:g}{scale}"
+            elif p.default is not None:
+                how = f"default {str(p.default).lower() if p.kind == 'bool' else p.default}"
             else:
-                how = f"default {p.default}"
-            lines.append(f"{p.name}: {p.help} ({p.valid_text()}; {how})")
+                how = ""  # derived from the image or another parameter: the help says how
+            lines.append(f"{p.name}: {p.help} ({p.valid_text()}{'; ' + how if how else ''})")
         return lines
 
 
