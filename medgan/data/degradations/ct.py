@@ -23,6 +23,11 @@ each plane across the slice axis of a volume):
    texture: a noise power spectrum that falls towards zero frequency).
 
 Voxels below -1024 HU (scanners' padding outside the field of view) are left as they are.
+
+`input_has_noise`: for a real full-dose scan acquired at `incident_flux`, whose own noise should count,
+only the extra projection-space variance between full dose and `dose` is added, as Gaussian noise
+((1/dose - 1)/N + sigma_e^2 (1/dose^2 - 1)/N^2 for N expected full-dose quanta), so that the result's
+total noise is that of the lower dose (the approach of low-dose simulation from clinical scans).
 """
 
 from __future__ import annotations
@@ -95,6 +100,8 @@ class CTLowDose(Degradation):
               low=-3, high=2, default=-1),
         Param("projection_coarsening", "", "expected counts from a projection this many times coarser", kind="int",
               low=1, high=4, default=2),
+        Param("input_has_noise", "", "the input is a full-dose scan with its own noise: add only the extra noise",
+              kind="bool", default=False),
     )  # fmt: skip
 
     def sample_extra(self, record: dict, generator: torch.Generator, spatial_dims: int, spacing_mm=None) -> dict:
@@ -149,7 +156,14 @@ class CTLowDose(Degradation):
         """log(I0 / N) - p for one plane's line integrals `[views, bins]`."""
         generator = item_generator(plane_seed(record["noise_seed"], plane), p.device)
         area = (bin_mm / REFERENCE_BIN_MM) * ((record["slice_thickness_mm"] or 1.0) / REFERENCE_BIN_MM)
-        flux = record["incident_flux"] * record["dose"] * area * (REFERENCE_VIEWS / views)
+        full = record["incident_flux"] * area * (REFERENCE_VIEWS / views)
+        if record.get("input_has_noise"):
+            # The scan already carries full-dose noise: add the variance that separates it from the lower dose,
+            # Var(log) ~ 1/N + se^2/N^2 for N expected quanta, Gaussian (good for more than a few quanta).
+            expected, dose, electronic = full * torch.exp(-p), record["dose"], record["electronic_noise_sd"]
+            extra = (1 / dose - 1) / expected + electronic**2 * (1 / dose**2 - 1) / expected**2
+            return extra.sqrt() * torch.randn(p.shape, generator=generator, device=p.device, dtype=p.dtype)
+        flux = full * record["dose"]
         counts = torch.poisson(flux * torch.exp(-p), generator=generator)
         if record["electronic_noise_sd"] > 0:
             counts = counts + record["electronic_noise_sd"] * torch.randn(

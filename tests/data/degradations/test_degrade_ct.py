@@ -189,3 +189,15 @@ def test_noise_level_agrees_with_an_independent_scikit_image_pipeline():
     )
     ours = (degradation(x, (1.0, 1.0), generator=0)[0] - x)[:, 0, 22:43, 22:43].numpy()
     assert float(ours.std()) == pytest.approx(float(np.std(peer)), rel=0.08)
+
+
+def test_input_with_its_own_noise_gets_only_the_extra_noise_of_the_lower_dose():
+    x = water_cylinder(batch=12)
+    centre = (slice(None), 0, slice(22, 42), slice(22, 42))
+
+    def sd(dose, **params):
+        return float((lowdose(x, dose, electronic_noise_sd=0.0, **params) - x)[centre].std())
+
+    assert sd(1.0, input_has_noise=True) == 0.0  # full dose on a full-dose scan: nothing to add
+    # full-dose noise already there (variance f^2) plus the extra makes the quarter dose's 4 f^2
+    assert sd(0.25, input_has_noise=True) == pytest.approx(np.sqrt(3.0) * sd(1.0), rel=0.08)
