@@ -65,9 +65,10 @@ def _parse_params(pairs: tuple[str, ...]) -> dict:
 @click.option("--series", help="DICOM folder holding several series: the SeriesInstanceUID (or UID:n key) to use.")
 @click.option("--to", type=click.Choice(["nifti", "nrrd", "mha", "dicom"]), help="Output format (default: IN's).")
 @click.option("--overwrite", is_flag=True, help="Replace OUT (and OUT.json) if they exist.")
+@click.option("--copy-patient", is_flag=True, help="DICOM output: copy the source's patient identity.")
 @click.option("--list", "list_kinds", is_flag=True, help="List the kinds and their parameters, then exit.")
 def degrade(source, output, kind, severity, dose, snr, acceleration, thickness, factor, param_pairs, seed, replay,
-            series, to, overwrite, list_kinds) -> None:  # fmt: skip
+            series, to, overwrite, copy_patient, list_kinds) -> None:  # fmt: skip
     """Write a degraded copy of the scan IN to OUT, and OUT.json with the parameters.
 
     IN is a NIfTI, NRRD or MetaImage file or a DICOM series (file or folder); OUT keeps IN's format
@@ -117,14 +118,15 @@ def degrade(source, output, kind, severity, dose, snr, acceleration, thickness, 
             click.echo(f"[{i}/{n}] {status}: {path} -> {detail}" if status == "ok" else
                        f"[{i}/{n}] failed: {path}: {detail}", err=True)  # fmt: skip
 
-        summary = degrade_tree(source, output, chosen, seed, severity, params, to, overwrite, progress)
+        summary = degrade_tree(source, output, chosen, seed, severity, params, to, overwrite, progress, copy_patient)
         for path, reason in summary.failures:
             click.echo(f"medgan: failed: {path}: {reason}", err=True)
         click.echo(f"{len(summary.ok)} degraded, {len(summary.failures)} failed; report: {summary.report}")
         if summary.failures:
             sys.exit(1)
         return
-    degrade_file(source, output, chosen, seed, severity, params, record, to, overwrite, series)
+    degrade_file(source, output, chosen, seed, severity, params, record, to, overwrite, series,
+                 copy_patient=copy_patient)  # fmt: skip
     click.echo(output)
 
 

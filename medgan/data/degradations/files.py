@@ -20,7 +20,7 @@ from typing import Any
 
 from medgan.data.degradations.registry import DEGRADATIONS
 from medgan.data.degradations.scan import degrade_image
-from medgan.errors import ConfigError, InputError, MedganError, describe
+from medgan.errors import ConfigError, InputError, MedganError, OutputError, describe
 
 __all__ = ["BatchSummary", "degrade_file", "degrade_tree", "load_record", "record_path"]
 
@@ -56,14 +56,24 @@ def check_settings(kind: str | None, severity: Any, params: dict[str, Any], reco
 
 
 def _output_format(source_format: str, output: str, to: str | None) -> str | None:
-    """`to` for write_image: as asked, by the output's suffix, or DICOM for a DICOM input."""
-    from medgan.io import WRITE_SUFFIXES
+    """`to` for write_image: as asked, by the output's suffix, or DICOM for a DICOM input. A name that
+    says no format, or another one than `to`, fails here, before any work."""
+    from medgan.io import WRITE_SUFFIXES, format_of
 
+    named = output.lower().endswith(WRITE_SUFFIXES)
+    if to not in (None, "dicom") and named and format_of(output) != to:
+        raise OutputError(f"the name says {format_of(output)} but --to says {to}; make them agree", path=output)
     if to is not None:
         return to
-    if output.lower().endswith(WRITE_SUFFIXES):
+    if named:
         return None
-    return "dicom" if source_format == "dicom" else None
+    if source_format == "dicom":
+        return "dicom"
+    raise OutputError(
+        f"cannot tell the output format from the name; use one of {', '.join(WRITE_SUFFIXES)}, "
+        "or --to dicom for a DICOM series folder",
+        path=output,
+    )
 
 
 def degrade_file(
@@ -79,6 +89,7 @@ def degrade_file(
     series: str | None = None,  # a DICOM folder's series, when it holds several
     loaded=None,  # the image, when the caller has read it already
     extra: dict | None = None,  # further fields for the JSON document (a batch's seed)
+    copy_patient: bool = False,  # DICOM output: copy the source's patient identity (off: none is written)
 ) -> dict:
     """Degrade one scan into `output` and write `<output>.json`; returns the JSON document."""
     from medgan.io import format_of, read_image, write_image
@@ -87,6 +98,7 @@ def degrade_file(
     params = dict(params or {})
     check_settings(kind, severity, params, record)
     check_apart(output, [("input", source)], advice="another OUT")
+    target = _output_format(format_of(source), output, to)
     check_output(output, overwrite)
     json_path = check_output(record_path(output), overwrite)
     image = loaded if loaded is not None else read_image(source, series=series)
@@ -101,10 +113,10 @@ def degrade_file(
         **(extra or {}),
         "record": used,
     }
-    target = _output_format(format_of(source), output, to)
     options = {}
     if target == "dicom":
         options = {
+            "copy_patient": copy_patient,
             "modality": _modality(degraded, used["kind"]),
             "series_description": f"DERIVED medgan {used['kind']}"[:64],
             "derivation_description": _derivation(used),
@@ -156,6 +168,7 @@ def degrade_tree(
     to: str | None = None,
     overwrite: bool = False,
     progress: Callable[[int, int, str, str, str], None] | None = None,  # (i, n, input, output or reason, status)
+    copy_patient: bool = False,  # DICOM outputs: copy each source's patient identity
 ) -> BatchSummary:
     """Degrade every scan under the folder `source` into the folder `output` (same relative layout), each
     with its record; a scan that fails is reported and the batch goes on. Writes `output/report.csv`."""
@@ -177,7 +190,7 @@ def degrade_tree(
             loaded = image.load()
             degrade_file(
                 image.source, target, kind, scan_seed(seed, relative), severity, params, None, to, overwrite,
-                loaded=loaded, extra={"batch_seed": seed},
+                loaded=loaded, extra={"batch_seed": seed}, copy_patient=copy_patient,
             )  # fmt: skip
         except (MedganError, ValueError, RuntimeError, OSError) as err:
             reason = str(err) if isinstance(err, MedganError) else describe(err)
@@ -218,5 +231,7 @@ def _plan_outputs(found, source: str, output: str, to: str | None) -> list[tuple
             gz = relative.lower().endswith(".nii.gz")
             stem = relative[: -len(".nii.gz")] if gz else os.path.splitext(relative)[0]
             relative = stem + _VOLUME_SUFFIXES.get(to, "")
+        elif relative.lower().endswith((".mhd", ".nhdr")):  # headers with detached data: written as one file
+            relative = os.path.splitext(relative)[0] + _VOLUME_SUFFIXES[image.format]
         jobs.append((image, os.path.join(output, relative)))
     return jobs

@@ -120,3 +120,23 @@ def test_list_names_every_kind_and_its_parameters(run_cli):
     assert status == 0
     for words in ("ct-lowdose", "dose", "mr-undersample", "acceleration", "thick-slices", "thickness_mm"):
         assert words in stdout
+
+
+@pytest.mark.parametrize(("name", "extra", "words"), [
+    ("noisy", (), "cannot tell the output format"),
+    ("noisy.nii.gz", ("--to", "nrrd"), "the name says nifti but --to says nrrd"),
+])  # fmt: skip
+def test_an_output_name_without_a_format_fails_before_any_work(run_cli, tmp_path, name, extra, words):
+    status, _, stderr = run_cli("degrade", MR_2D, tmp_path / name, "--kind", "mr-noise", *extra)
+    assert status == 2 and words in stderr and len(stderr.strip().splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_dicom_output_leaves_the_patient_out_unless_asked(run_cli, tmp_path):
+    original = pydicom.dcmread(sorted(CT_SERIES.iterdir())[0])
+    assert str(original.PatientName)  # the sample series has an (invented) patient
+    for flag, expected in (((), ""), (("--copy-patient",), str(original.PatientName))):
+        out = tmp_path / f"out{len(flag)}"
+        status, _, stderr = run_cli("degrade", CT_SERIES, out, "--kind", "thick-slices", "--thickness", 10, *flag)
+        assert status == 0, stderr
+        assert str(pydicom.dcmread(sorted(out.iterdir())[0]).PatientName) == expected
