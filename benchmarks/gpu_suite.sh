@@ -10,11 +10,18 @@
 #                 then medgan's own default networks (configs/synth2d_256.yaml) as a fraction of the peak
 #   eval_bench    benchmarks/eval_bench.py: 10,000 + 10,000 images at 256x256, bf16 extraction + every metric
 #   eval_effnet   the same with EfficientNet-Lite0 features, 2,000 + 2,000 images
+#   enhance_bench benchmarks/enhance_bench.py: medgan enhance's whole-scan path against MONAI's
+#                 sliding_window_inference, 3-level U-Net, 96^3 windows, 512x512x256, fp32 and bf16 (about 30 s)
 # Phase B, the GPU shared:
 #   small_data    benchmarks/small_data_study.py: the default 2D config on a few hundred real brain MR slices
 #                 (prepared beforehand into .study_data/ and carried), several seeds trained side by side with
 #                 the stock peer (MONAI's DCGAN tutorial), then FD / KID / precision / recall / density / coverage
 #                 against the real slices, and small_data.png (real slices, then each seed's samples)
+#   denoise       benchmarks/denoise_study.py: low-dose CT denoising on real scans (head CT and a chest CT to
+#                 train, another patient's chest CT held out; prepared beforehand into .cache/denoise_study/ and
+#                 carried): 75 s of pix2pix training on pairs simulated on the GPU (bf16, 272 x 272 slices), then
+#                 PSNR / SSIM / MAE on the held-out slices against the input and non-local means (tuned and run
+#                 by the preparation), and denoise_gpu.png
 #   and meanwhile the correctness checks, each a pass/fail with its seconds and the tail of its log:
 #   train_2d_bf16 unconditional 2D: bf16 autocast, channels-last, torch.compile, fused Adam
 #   train_3d_fp16 unconditional 3D with fp16 and the gradient scaler, R1 in float32
@@ -26,7 +33,8 @@
 #
 # The lent GPU machine has PyTorch (and numpy, scipy, click, rich, pyyaml) but not medgan's other dependencies:
 # `make gpu-prep` (here, with PyPI) downloads them as CPython 3.12 wheels into .whl/ and prepares the study's
-# real brain MR slices in .study_data/; name both in the call's carry list. This script installs the wheels when
+# real brain MR slices in .study_data/; name both in the call's carry list (and .cache/denoise_study/data_1.25mm,
+# the denoising study's scans and evaluation set, for the denoise step). This script installs the wheels when
 # .whl/ is there. SUITE_SECONDS (default 500) is the whole budget; later steps shrink or are skipped to keep to it.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -47,9 +55,10 @@ fi
 # SUITE_MODE=smoke: every step, tiny and short (about 2 minutes), to find what breaks on this machine first.
 if [ "${SUITE_MODE:-full}" = smoke ]; then
   BENCH=(--only 2d --steps 4 --warmup 2 --repeats 1 --no-compile) EVAL=(--images 500) STUDY_SEEDS="0"
-  STUDY_SAMPLES=32 BUDGET=${SUITE_SECONDS:-150}
+  STUDY_SAMPLES=32 BUDGET=${SUITE_SECONDS:-150} ENHANCE=(--size 256 256 128 --repeats 1)
 else
   BENCH=(--repeats 1 --steps 50 --warmup 10 --defaults) EVAL=() STUDY_SEEDS="0 1 2" STUDY_SAMPLES=500
+  ENHANCE=(--repeats 5)
 fi
 RESULTS="$OUT/checks.jsonl"
 : >"$RESULTS"
@@ -104,6 +113,9 @@ grep -v '^\[' "$LOGS/eval_bench.log" | tail -6
 check eval_effnet 60 "$PY" benchmarks/eval_bench.py --device cuda --no-peer --extractor efficientnet_lite0 \
   --images 2000 --json "$OUT/eval_effnet.json"
 grep -v '^\[' "$LOGS/eval_effnet.log" | tail -3
+check enhance_bench 45 "$PY" benchmarks/enhance_bench.py --device cuda "${ENHANCE[@]}" --budget-s 28 \
+  --json "$OUT/enhance_bench.json"
+grep -v '^\[' "$LOGS/enhance_bench.log" | tail -12
 
 # ---- Phase B: the small-data study, with the correctness checks beside it --------------------------------------
 STUDY_PID=""
@@ -117,6 +129,15 @@ if [ -d .study_data ]; then
   STUDY_PID=$!
 else
   echo "small_data: skipped (no .study_data/: run benchmarks/small_data_study.py prepare --out .study_data)"
+fi
+DENOISE_PID="" DENOISE_DATA=.cache/denoise_study/data_1.25mm
+if [ -f "$DENOISE_DATA/manifest.json" ]; then
+  DENOISE_MINUTES=$([ "${SUITE_MODE:-full}" = smoke ] && echo 0.2 || echo 1.25)
+  check denoise 210 "$PY" benchmarks/denoise_study.py --device cuda --minutes "$DENOISE_MINUTES" \
+    --data "$DENOISE_DATA" --out "$WORK/denoise" --json "$OUT/denoise_study.json" --figure "$OUT/denoise_gpu.png" &
+  DENOISE_PID=$!
+else
+  echo "denoise: skipped (no $DENOISE_DATA: make gpu-prep, and carry that path)"
 fi
 
 CUDA=(--set train.device=cuda --set train.log_every_steps=10 --set train.sample_every_steps=20
@@ -159,6 +180,8 @@ check oom 45 bash -c "
     --set generator.options={} --set discriminator.options={} >$WORK/oom.txt 2>&1
   status=\$?; cat $WORK/oom.txt
   [ \$status -eq 2 ] && [ \$(wc -l <$WORK/oom.txt) -eq 1 ] && grep -q 'out of GPU memory' $WORK/oom.txt"
+[ -n "$DENOISE_PID" ] && wait "$DENOISE_PID"
+grep -v "^\[" "$LOGS/denoise.log" 2>/dev/null | tail -9
 [ -n "$STUDY_PID" ] && wait "$STUDY_PID"
 grep -v "^\[" "$LOGS/small_data.log" 2>/dev/null | tail -14
 
@@ -167,7 +190,7 @@ import json, os, sys
 out, seconds = sys.argv[1], int(sys.argv[2])
 checks = [json.loads(line) for line in open(os.path.join(out, "checks.jsonl"))]
 summary = {"seconds": seconds, "checks": {c["check"]: c for c in checks}}
-for name in ("peak", "train_bench", "eval_bench", "eval_effnet", "small_data_study"):
+for name in ("peak", "train_bench", "eval_bench", "eval_effnet", "enhance_bench", "small_data_study", "denoise_study"):
     path = os.path.join(out, f"{name}.json")
     if os.path.exists(path):
         summary[name] = json.load(open(path))

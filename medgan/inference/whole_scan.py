@@ -103,6 +103,8 @@ def blend_windows(
     """Gaussian-blended sliding-window output of `run` over every image: `[N, C_out, *spatial]` in float32, on the
     CPU (or, with `to_cpu=False`, where it was blended)."""
     device = torch.device(device)
+    if device.type == "cuda" and device.index is None:  # tensors report cuda:N; compare like with like
+        device = torch.device("cuda", torch.cuda.current_device())
     dims, size = images.ndim - 2, tuple(images.shape[2:])
     window = tuple(int(w) for w in window)
     if len(window) != dims or min(window) < 1:
@@ -121,7 +123,7 @@ def blend_windows(
 
     source = _padded(images, pads, pad_value) if any(a or b for a, b in pads) else images
     jobs = [(n, p) for n in range(images.shape[0]) for p in positions]
-    out = weight = None
+    out = weight = product_weight = None
     with torch.no_grad(), _cudnn_autotune(device):
         for begin in range(0, len(jobs), batch_size):
             chunk = jobs[begin : begin + batch_size]
@@ -135,8 +137,9 @@ def blend_windows(
                 target = device if output_here else torch.device("cpu")
                 source = source.to(device) if input_here else source
                 weight = importance_map(window, device=target)
+                product_weight = weight if target == device else importance_map(window, device=device)
                 out = torch.zeros((images.shape[0], y.shape[1], *padded), dtype=torch.float32, device=target)
-            _accumulate(out, y, chunk, window, weight)
+            _accumulate(out, y, chunk, window, weight, product_weight)
         out /= weight_sum(weight, starts, padded)
     crop = tuple(slice(a, a + s) for (a, _), s in zip(pads, size, strict=True))
     out = out[(slice(None), slice(None), *crop)]
@@ -228,10 +231,11 @@ def _padded(source: Tensor, pads, pad_value: float) -> Tensor:
     return F.pad(source, flat, mode="constant", value=pad_value)
 
 
-def _accumulate(out: Tensor, y: Tensor, chunk, window, weight: Tensor) -> None:
-    """Add each window's output times the map into `out`, in place (one fused multiply-add per window)."""
+def _accumulate(out: Tensor, y: Tensor, chunk, window, weight: Tensor, product_weight: Tensor) -> None:
+    """Add each window's output times the map into `out`, in place (one fused multiply-add per window).
+    `product_weight` is the map on `y`'s device, where outputs blended on the CPU are weighted first."""
     if y.device != out.device:  # weighted on the device, so only one product crosses to the CPU
-        y = (y.float() * weight.to(y.device)).to(out.device)
+        y = (y.float() * product_weight).to(out.device)
         for b, (n, start) in enumerate(chunk):
             out[(n, slice(None), *(slice(s, s + w) for s, w in zip(start, window, strict=True)))] += y[b]
         return

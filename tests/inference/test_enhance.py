@@ -113,6 +113,15 @@ def test_super_resolution_writes_the_finer_training_grid(super_resolver, pairs, 
     assert np.allclose(result.affine.numpy(), expected, atol=1e-6)
 
 
+def test_a_cyclegan_checkpoint_makes_domain_b_from_a_2d_image(cyclegan_checkpoint, tmp_path, run_cli):
+    source = REPO / "sample_data" / "ct_body_2d.nii.gz"  # CT, domain A; 256 x 256 at 1 mm -> 16 x 16 at 16 mm
+    status, _, _ = run_cli("enhance", source, "-k", cyclegan_checkpoint, "-o", tmp_path / "mr.nii.gz")
+    assert status == 0
+    result = read_image(tmp_path / "mr.nii.gz")
+    assert result.shape == (1, 16, 16) and json.loads((tmp_path / "mr.json").read_text())["Modality"] == "MR"
+    assert result.numpy().min() >= -1e-3 and result.numpy().max() <= 1000 + 1e-3  # domain B's window
+
+
 def test_a_dicom_series_becomes_a_derived_series_in_its_study(enhancer_2d, real_series, tmp_path, run_cli):
     series = real_series("axial")  # the real head CT, 256 x 256 x 64 at 0.957 x 0.957 x 1.5 mm
     out = tmp_path / "enhanced"
