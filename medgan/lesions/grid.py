@@ -99,10 +99,24 @@ def smooth(volume: Tensor, sigma_vox: Sequence[float], truncate: float = 3.0) ->
 def distance_mm(mask: Tensor, spacing_mm: Sequence[float], max_mm: float = math.inf) -> Tensor:
     """Exact Euclidean distance (mm) from each voxel centre to the nearest voxel of `mask` (3D bool; 0 inside).
     Distances beyond `max_mm` come out as inf, which lets each axis look only that far. Separable: the
-    squared distance is minimised along one axis at a time, each line over a window of its voxels at once."""
+    distance along the first axis comes from running maxima, then the squared distance is minimised along
+    each other axis in turn, each line over a window of its voxels at once."""
     far = torch.tensor(float("inf"), device=mask.device)
-    squared = torch.where(mask, torch.zeros((), device=mask.device), far)
+    if not math.isinf(max_mm):  # only voxels within max_mm of the mask's bounding box can be that near
+        where = mask.nonzero()
+        if len(where) == 0:
+            return torch.full(mask.shape, float("inf"), device=mask.device)
+        pad = [math.floor(max_mm / float(h) + 1e-9) for h in spacing_mm]
+        part = tuple(slice(max(0, int(a) - p), min(n, int(b) + p + 1)) for a, b, p, n in
+                     zip(where.amin(0).tolist(), where.amax(0).tolist(), pad, mask.shape, strict=True))  # fmt: skip
+        if any(s.stop - s.start < n for s, n in zip(part, mask.shape, strict=True)):
+            out = torch.full(mask.shape, float("inf"), device=mask.device)
+            out[part] = distance_mm(mask[part].contiguous(), spacing_mm, max_mm)
+            return out
+    squared = _line_distance(mask, 0, float(spacing_mm[0])) ** 2  # the first axis in linear time
     for axis, h in enumerate(spacing_mm):
+        if axis == 0:
+            continue
         n = squared.shape[axis]
         reach = n - 1 if math.isinf(max_mm) else min(n - 1, math.floor(max_mm / float(h) + 1e-9))
         if reach <= 0:
@@ -119,6 +133,18 @@ def distance_mm(mask: Tensor, spacing_mm: Sequence[float], max_mm: float = math.
         squared = out.reshape(moved.shape).movedim(-1, axis)
     distance = squared.sqrt()
     return distance if math.isinf(max_mm) else torch.where(distance <= max_mm + 1e-6, distance, far)
+
+
+def _line_distance(mask: Tensor, axis: int, h: float) -> Tensor:
+    """Distance (mm) along `axis` to the nearest mask voxel on the same line (inf if none), from running
+    maxima of the last mask index seen from either end."""
+    n = mask.shape[axis]
+    shape = [1, 1, 1]
+    shape[axis] = n
+    index = torch.arange(n, device=mask.device, dtype=torch.float32).reshape(shape).expand(mask.shape)
+    before = torch.where(mask, index, torch.tensor(-math.inf, device=mask.device)).cummax(axis).values
+    after = torch.where(mask, index, torch.tensor(math.inf, device=mask.device)).flip(axis).cummin(axis).values
+    return torch.minimum(index - before, after.flip(axis) - index) * h
 
 
 def dilate(mask: Tensor, radius_mm: float, spacing_mm: Sequence[float]) -> Tensor:

@@ -58,7 +58,7 @@ class _Scene:
         self.voxels = _spatial(self.output)
         if self.voxels.ndim != 3:
             raise InputError(f"lesions go into 3D scans; this image has shape {tuple(image.shape)}")
-        self.organ = _spatial(organ).to(device=self.voxels.device, dtype=torch.bool).clone()
+        self.organ = _spatial(organ).to(device=self.voxels.device, dtype=torch.bool)  # copied before a push
         if self.organ.shape != self.voxels.shape:
             raise InputError(f"the organ mask's shape {tuple(self.organ.shape)} is not the image's "
                              f"{tuple(self.voxels.shape)}")  # fmt: skip
@@ -67,9 +67,24 @@ class _Scene:
         self.linear = torch.as_tensor(self.affine[:3, :3], dtype=torch.float32, device=self.voxels.device)
         self.spacing = tuple(float(v) for v in np.linalg.norm(self.affine[:3, :3], axis=0))
         self.labels = torch.zeros(self.voxels.shape, dtype=torch.int16, device=self.voxels.device)
-        self.occupied = torch.zeros_like(self.organ)  # voxels changed by a lesion so far
+        self.changes: list[tuple[Box, Tensor]] = []  # each lesion's box and the voxels of it that it changed
         self.boxes: list[tuple[LesionRecord, Box]] = []
         self._map: OrganMap | None = None
+        self._own_organ = False
+
+    def occupied(self, box: Box) -> Tensor:
+        """The voxels of `box.outer` that earlier lesions changed."""
+        out = torch.zeros([s.stop - s.start for s in box.outer], dtype=torch.bool, device=self.voxels.device)
+        for other, changed in self.changes:
+            lo = [max(a.start, b.start) for a, b in zip(box.outer, other.outer, strict=True)]
+            hi = [min(a.stop, b.stop) for a, b in zip(box.outer, other.outer, strict=True)]
+            if any(h <= low for low, h in zip(lo, hi, strict=True)):
+                continue
+            mine = tuple(slice(low - a.start, h - a.start) for low, h, a in zip(lo, hi, box.outer, strict=True))
+            theirs = tuple(slice(low - o.start + i.start, h - o.start + i.start)
+                           for low, h, o, i in zip(lo, hi, other.outer, other.inner, strict=True))  # fmt: skip
+            out[mine] |= changed[theirs]
+        return out
 
     @property
     def map(self) -> OrganMap:
@@ -105,12 +120,12 @@ class _Scene:
             crop, organ = self._push(record, box, crop, organ)
         part = shape.cropped(inner)
         inside = torch.ones_like(organ)
-        around = organ & ~self.occupied[outer]  # other lesions are no part of this one's surroundings
+        around = organ & ~self.occupied(box)  # other lesions are no part of this one's surroundings
         edited, info = renderer.render(LesionCrop(crop, around, inside, part, self.spacing), record)
         self.voxels[outer] = _cast_like(edited, self.voxels)
         label = torch.tensor(record.label, dtype=torch.int16, device=edited.device)
         self.labels[outer] = torch.where(part.mask, label, self.labels[outer])
-        self.occupied[outer] |= self.changed(record, shape)[inner]
+        self.changes.append((box, self.changed(record, shape)))
         self.boxes.append((record, box))
         centre = np.asarray(record.voxel, float) + np.asarray(record.shape.subvoxel, float)
         record.centre_voxel = centre.tolist()
@@ -122,7 +137,7 @@ class _Scene:
         for record, box in self.boxes:
             outer = box.outer
             mask = self.labels[outer] == record.label
-            around = self.organ[outer] & ~self.occupied[outer]
+            around = self.organ[outer] & ~self.occupied(box)
             record.measured = self._measure(record, mask, self.voxels[outer].float(), around,
                                             record.rendered["shell_mm"])  # fmt: skip
 
@@ -135,6 +150,8 @@ class _Scene:
         shift, moved = push_sources(offsets, inverse, push.strength, record.shape.diameter_mm / 2, push.reach_mm)
         crop = warp(crop, shift, moved)
         organ = warp(organ.to(torch.uint8), shift, moved, labels=True).bool()
+        if not self._own_organ:  # the caller's mask is never written to
+            self.organ, self._own_organ = self.organ.clone(), True
         self.organ[box.outer] = organ
         if self.segmentation is not None:
             self.segmentation[box.outer] = warp(self.segmentation[box.outer], shift, moved, labels=True)
@@ -201,7 +218,7 @@ def _local_noise(scene: _Scene, voxel: Sequence[int], fallback: ScanParams) -> t
     for radius in _NOISE_RADII_MM:
         half = tuple(max(2, math.ceil(radius / h)) for h in scene.spacing)
         box = Box(tuple(voxel), half, tuple(scene.voxels.shape))
-        region = scene.organ[box.outer] & ~scene.occupied[box.outer]
+        region = scene.organ[box.outer] & ~scene.occupied(box)
         found = estimate_noise(scene.voxels[box.outer], region, scene.spacing)
         if found is not None:
             return found.sd, list(found.corr_mm)
@@ -227,7 +244,7 @@ def simulate_lesions(
     """Sample, place and render `n` lesions (see the module docstring); raises InputError when they cannot fit."""
     model = _resolve_model(model)
     scene = _Scene(image, organ, affine, segmentation)
-    if not bool(scene.organ.any()):
+    if not bool(scene.map.touches.any()):
         raise InputError("the organ mask is empty")
     units = units_for(model, modality)
     deepest = scene.map.deepest_mm()
@@ -267,7 +284,7 @@ def _place(scene: _Scene, record: LesionRecord, shape: LesionShape, rng, max_tri
         if voxel is None:
             continue
         box = Box(voxel, shape.half, tuple(scene.voxels.shape))
-        if fits(box, grown, footprint, scene.organ, scene.occupied):
+        if fits(box, grown, footprint, scene.organ, scene.occupied(box)):
             return list(voxel)
     raise InputError(f"lesion {record.index} of {n} ({record.shape.diameter_mm:.1f} mm) does not fit: no place tried "
                      f"keeps it {record.margin_mm:g} mm inside the organ and {record.gap_mm:g} mm from the other "

@@ -42,10 +42,10 @@ class OrganMap:
     def deepest_mm(self) -> float:
         """An upper bound on the radius of the largest ball that fits in the organ: from the coarse cells, and
         from the cells' extent along each voxel axis (a ball spans its diameter along every direction)."""
-        n, grid = 0, self.touches
-        while bool(grid.any()):  # eroding by one cell n times is eroding by n cells (boxes add up)
+        n, grid = 0, _cropped(self.touches)
+        while grid.numel() and bool(grid.any()):  # eroding by one cell n times is eroding by n (boxes add up)
             n += 1
-            grid = _erode(grid, 1)
+            grid = _cropped(_erode(grid, 1))
         extents = []
         for axis, h in enumerate(self.spacing_mm):
             present = self.touches.any(dim=[a for a in range(3) if a != axis]).nonzero()
@@ -64,14 +64,34 @@ def organ_map(organ: Tensor, spacing_mm: Sequence[float]) -> OrganMap:
     volume = math.prod(n * s for n, s in zip(organ.shape, spacing_mm, strict=True))
     side = max(_MIN_CELL_MM, (volume / _TARGET_CELLS) ** (1 / 3))
     cell = tuple(max(1, round(side / s)) for s in spacing_mm)
-    pad = [0] * 6
-    for axis, (n, c) in enumerate(zip(organ.shape, cell, strict=True)):
-        pad[2 * (2 - axis) + 1] = (-n) % c
-    grid = F.pad(organ.to(torch.uint8)[None, None], pad)[0, 0]  # one byte a voxel, even for a huge scan
-    n0, n1, n2 = (s // c for s, c in zip(grid.shape, cell, strict=True))
-    touches = grid.reshape(n0, cell[0], n1, cell[1], n2, cell[2]).amax(dim=(1, 3, 5)) > 0
+    touches = organ.view(torch.uint8) if organ.dtype == torch.bool else (organ != 0).view(torch.uint8)
+    for axis in (2, 1, 0):  # one axis at a time, the last first: each step shrinks what the next reads
+        touches = _block_max(touches, axis, cell[axis])
+    touches = touches > 0
     diagonal = math.sqrt(sum((c * s) ** 2 for c, s in zip(cell, spacing_mm, strict=True)))
     return OrganMap(organ, cell, diagonal, touches, tuple(float(s) for s in spacing_mm))
+
+
+def _cropped(grid: Tensor) -> Tensor:
+    """`grid` cut to the bounding box of its True cells (empty when there are none)."""
+    where = grid.nonzero()
+    if len(where) == 0:
+        return grid[:0, :0, :0]
+    lo, hi = where.amin(0).tolist(), where.amax(0).tolist()
+    return grid[lo[0] : hi[0] + 1, lo[1] : hi[1] + 1, lo[2] : hi[2] + 1]
+
+
+def _block_max(values: Tensor, axis: int, size: int) -> Tensor:
+    """The maximum over consecutive blocks of `size` along `axis` (a shorter last block where it does not divide)."""
+    n = values.shape[axis]
+    whole = n // size
+    parts = []
+    if whole:
+        blocks = values.narrow(axis, 0, whole * size).unflatten(axis, (whole, size))
+        parts.append(blocks.amax(axis + 1))
+    if n % size:
+        parts.append(values.narrow(axis, whole * size, n % size).amax(axis, keepdim=True))
+    return torch.cat(parts, axis) if len(parts) > 1 else parts[0]
 
 
 def _erode(grid: Tensor, n: int) -> Tensor:
@@ -109,7 +129,7 @@ def pick_centre(organ_cells: OrganMap, cells: Tensor, rng: np.random.Generator) 
 
 def fits(box: Box, grown: Tensor, footprint: Tensor, organ: Tensor, occupied: Tensor) -> bool:
     """Whether the lesion on `box` keeps its grown mask inside the organ (and the image) and its footprint
-    clear of `occupied`. `grown` and `footprint` are box-shaped bool tensors."""
+    clear of `occupied`. `grown` and `footprint` are box-shaped bool tensors, `occupied` is `box.outer`'s."""
     inner, outer = box.inner, box.outer
     if box.clipped:
         outside = torch.ones_like(grown)
@@ -118,4 +138,4 @@ def fits(box: Box, grown: Tensor, footprint: Tensor, organ: Tensor, occupied: Te
             return False
     if bool((grown[inner] & ~organ[outer]).any()):
         return False
-    return not bool((footprint[inner] & occupied[outer]).any())
+    return not bool((footprint[inner] & occupied).any())

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from medgan.lesions.grid import voxel_offsets_mm
@@ -146,7 +147,28 @@ def render_shape(
     linear: Tensor,  # the affine's 3x3 part (mm per voxel step), float32 on the target device
     half: Sequence[int],  # box half-size in voxels
 ) -> LesionShape:
-    """Partial-volume fractions of the lesion and its compartments on a box around the centre voxel."""
+    """Partial-volume fractions of the lesion and its compartments on a box around the centre voxel.
+
+    Only the part of the box the lesion and its halo can reach is computed; the rest is padded."""
+    spacing = torch.linalg.vector_norm(linear, dim=0).tolist()
+    reach_mm = extent_mm(shape) + compartments.halo_mm
+    inner = [min(int(h), math.ceil(reach_mm / s) + 2) for h, s in zip(half, spacing, strict=True)]
+    rendered = _render(shape, compartments, linear, inner)
+    if list(inner) == [int(h) for h in half]:
+        return rendered
+    pad = []
+    for h, i in zip(reversed([int(h) for h in half]), reversed(inner), strict=True):
+        pad += [h - i, h - i]
+    arrays = {}
+    for name in ("occupancy", "mask", "rim", "core", "calcification", "halo", "distance_mm"):
+        value = getattr(rendered, name)
+        fill = float("inf") if name == "distance_mm" else 0.0
+        padded = F.pad(value.to(torch.float32)[None, None], pad, value=fill)[0, 0]
+        arrays[name] = padded.bool() if name == "mask" else padded
+    return LesionShape(tuple(int(h) for h in half), **arrays)
+
+
+def _render(shape: ShapeParams, compartments: Compartments, linear: Tensor, half: Sequence[int]) -> LesionShape:
     device, dtype = linear.device, torch.float32
     spacing = torch.linalg.vector_norm(linear, dim=0)
     inverse = torch.linalg.inv(linear.double()).to(dtype)

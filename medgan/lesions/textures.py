@@ -89,6 +89,17 @@ def surround_shell_mm(record: LesionRecord, spacing_mm: Sequence[float]) -> tupl
     return inner, inner + max(SHELL_WIDTH_MM, max(spacing_mm))
 
 
+def _reach(lesion: Tensor, halo: Tensor, sigma_vox: Sequence[float]) -> tuple[slice, slice, slice]:
+    """The part of the box that the lesion or its halo, spread by the blur kernel, can change."""
+    where = (lesion | halo).nonzero()
+    if len(where) == 0:
+        return tuple(slice(0, n) for n in lesion.shape)
+    radius = [gaussian_kernel(float(s), "cpu").numel() // 2 for s in sigma_vox]
+    lo, hi = where.amin(0).tolist(), where.amax(0).tolist()
+    return tuple(slice(max(0, a - r), min(n, b + r + 1)) for a, b, r, n in zip(lo, hi, radius, lesion.shape,
+                                                                                strict=True))  # fmt: skip
+
+
 @CONTENT_RENDERERS.register("procedural")
 class ProceduralRenderer:
     """Correlated-noise texture, rim, core, calcifications and halo, blended at the scan's own sharpness."""
@@ -114,26 +125,30 @@ class ProceduralRenderer:
                 raise InputError(f"lesion {record.index}: a relative contrast needs surroundings brighter than 0, "
                                  f"but they average {background:.4g}; give an absolute contrast")  # fmt: skip
             scale = background
-        m = smooth(shape.occupancy, sigma_vox)
-        parts = shape.rim * look.rim_contrast + shape.core * look.core_contrast
-        parts = parts + shape.calcification * look.calcification_contrast
+        # Everything below happens where the blurred lesion and halo can reach: a part of the box.
+        part = _reach(shape.occupancy > 0, shape.halo > 0, sigma_vox)
+        occupancy, image_part, mask_part = shape.occupancy[part], image[part], mask[part]
+        m = smooth(occupancy, sigma_vox)
+        parts = shape.rim[part] * look.rim_contrast + shape.core[part] * look.core_contrast
+        parts = parts + shape.calcification[part] * look.calcification_contrast
         generator = torch.Generator(device=device).manual_seed(int(record.lesion_seed))
         noise = correlated_noise(m.shape, [c / h for c, h in zip(record.scan.noise_corr_mm, spacing, strict=True)],
                                  generator, device) * record.scan.noise_sd  # fmt: skip
         if look.texture_sd > 0:
             corr = [look.texture_corr_mm / h for h in spacing]
             noise = noise + correlated_noise(m.shape, corr, generator, device) * (look.texture_sd * scale)
-        spread = smooth(parts, sigma_vox)
-        base = image + m * (background + noise - image) + scale * spread
+        spread = smooth(parts, sigma_vox) if bool(parts.any()) else torch.zeros_like(m)
+        base = image_part + m * (background + noise - image_part) + scale * spread
         reached = (m != 0) | (spread != 0)
         if look.halo_contrast != 0 and record.compartments.halo_mm > 0:
-            halo = smooth(shape.halo, sigma_vox)
+            halo = smooth(shape.halo[part], sigma_vox)
             base = base + (scale * look.halo_contrast) * (1 - m) * halo
             reached |= halo != 0
-        weight = float(m[mask].double().mean())
+        weight = float(m[mask_part].double().mean())
         target = look.contrast * scale
-        tissue = (target + background - float(base[mask].double().mean())) / (scale * weight)
-        out = torch.where(reached, base + (scale * tissue) * m, image)  # untouched voxels keep their bits
+        tissue = (target + background - float(base[mask_part].double().mean())) / (scale * weight)
+        out = image.clone()
+        out[part] = torch.where(reached, base + (scale * tissue) * m, image_part)  # untouched voxels keep their bits
         info = {"tissue_contrast": tissue, "surroundings_mean": background, "shell_mm": [inner, outer],
                 "partial_volume_mean": weight}  # fmt: skip
         return out, info
