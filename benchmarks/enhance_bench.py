@@ -18,6 +18,7 @@ Contenders on a GPU, each at fp32 and at bf16 (autocast for both):
   *_host           from a CPU volume to a CPU result, as `medgan enhance` runs (MONAI: copy in, copy out)
   medgan_streamed  the scan and the output kept on the CPU, windows streamed to the GPU (bf16): the path for
                    volumes larger than the GPU's memory
+`--network affine` swaps the U-Net for a per-voxel map, leaving the window machinery alone to time.
 On the CPU: monai and medgan at fp32 (and bf16 with --precision fp32 bf16 where the CPU runs it).
 """
 
@@ -58,7 +59,16 @@ def cpu_name() -> str:
     return f"{names[0] if names else platform.processor() or 'CPU'} ({os.cpu_count()} cores)"
 
 
-def network(channels: list[int], device: torch.device) -> torch.nn.Module:
+class Affine(torch.nn.Module):
+    """A per-voxel map with no cost of its own: what is left is the sliding-window machinery."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return 2.0 * x - 0.5
+
+
+def network(channels: list[int], device: torch.device, kind: str = "unet") -> torch.nn.Module:
+    if kind == "affine":
+        return Affine()
     torch.manual_seed(0)
     net = UNet(spatial_dims=3, in_channels=1, out_channels=1, channels=channels, strides=[2] * (len(channels) - 1),
                num_res_units=2)  # fmt: skip
@@ -117,6 +127,8 @@ def main() -> None:
     parser.add_argument("--overlap", type=float, default=0.5)
     parser.add_argument("--batch", type=int, default=8, help="windows per network call, for both")
     parser.add_argument("--channels", type=int, nargs="+", default=[16, 32, 64], help="U-Net channels per level")
+    parser.add_argument("--network", choices=["unet", "affine"], default="unet",
+                        help="affine: a per-voxel map, not the U-Net: times the window machinery alone")  # fmt: skip
     parser.add_argument("--precision", nargs="+", choices=["fp32", "bf16"], help="default: both on a GPU, fp32 on CPU")
     parser.add_argument("--repeats", type=int, default=5, help="alternating timed rounds (medians reported)")
     parser.add_argument("--budget-s", type=float, default=0, help="stop adding rounds after this many seconds")
@@ -126,7 +138,7 @@ def main() -> None:
     args.size = args.size or [512, 512, 256]
     args.precision = args.precision or (["fp32", "bf16"] if device.type == "cuda" else ["fp32"])
     started = time.perf_counter()
-    net = network(args.channels, device)
+    net = network(args.channels, device, args.network)
     volume = torch.randn(1, 1, *args.size, generator=torch.Generator().manual_seed(1))
     runs = contenders(args, net, volume, device)
 
@@ -173,6 +185,7 @@ def main() -> None:
         "window": args.window,
         "overlap": args.overlap,
         "batch": args.batch,
+        "network": "3-level MONAI UNet" if args.network == "unet" else "per-voxel affine map",
         "channels": args.channels,
         "contenders": rows,
     }
