@@ -25,7 +25,8 @@ Statistics of each lesion (in its label mask, and across its border): mean and s
 surroundings (in the contrast's units), entropy of the intensity histogram (bins of 1/32 of the real
 tumour's 1-99% range), GLCM contrast and homogeneity (in-plane, 32 levels over that range, offsets 1 in
 four directions, symmetric), and the border: the profile of intensity against in-plane distance to the
-boundary, scaled from the outside's level (0) to the inside's (1), and its 20-80% width in mm. For each
+boundary, scaled from the surroundings' mean (0) to the lesion's (1), and the 20-80% width (mm) of the
+error function fitted to it. For each
 statistic it prints the real value, each kind's mean, and each kind's distance to the real tumour
 (|kind - real| / |real|, averaged over cases).
 """
@@ -129,9 +130,12 @@ def glcm(voxels, mask, lo, hi, levels=32) -> tuple[float, float]:
 BORDER_BINS_MM = np.arange(-6.0, 6.5, 1.0)  # signed in-plane distance to the boundary, negative inside
 
 
-def border_profile(voxels, mask, organ, spacing) -> tuple[np.ndarray, float]:
-    """Mean intensity against in-plane signed distance to the boundary (mm, negative inside), scaled to 0
-    outside and 1 inside, and its 20-80% width."""
+def border_profile(voxels, mask, organ, spacing, level_out: float) -> tuple[np.ndarray, float]:
+    """Mean intensity against in-plane signed distance to the boundary (mm, negative inside), scaled to 0 at
+    the surroundings' mean and 1 at the lesion's, and its 20-80% width: that of the error function fitted
+    to it (least squares over width and position, so rims, cores and halos do not break it)."""
+    from scipy.special import erfc
+
     signed = np.zeros(voxels.shape)
     for k in range(voxels.shape[2]):
         if mask[:, :, k].any():
@@ -147,18 +151,15 @@ def border_profile(voxels, mask, organ, spacing) -> tuple[np.ndarray, float]:
     for a, b in itertools.pairwise(bins):
         ring = use & (signed >= a) & (signed < b)
         profile.append(voxels[ring].mean() if ring.any() else np.nan)
-    profile = np.asarray(profile)
-    level_in, level_out = np.nanmean(profile[centres < -3]), np.nanmean(profile[centres > 3])
-    scaled = (profile - level_out) / (level_in - level_out)
-    return scaled, crossing(centres, scaled, 0.2) - crossing(centres, scaled, 0.8)
-
-
-def crossing(x: np.ndarray, y: np.ndarray, level: float) -> float:
-    """Where the falling profile y(x) first drops below `level`, linearly interpolated."""
-    for a in range(len(x) - 1):
-        if np.isfinite(y[a]) and np.isfinite(y[a + 1]) and y[a] >= level > y[a + 1]:
-            return float(x[a] + (y[a] - level) / (y[a] - y[a + 1]) * (x[a + 1] - x[a]))
-    return float("nan")
+    level_in = voxels[mask].mean()
+    scaled = (np.asarray(profile) - level_out) / (level_in - level_out)
+    keep = np.isfinite(scaled)
+    sigmas = np.geomspace(0.2, 6.0, 120)
+    shifts = np.linspace(-2.0, 2.0, 41)
+    model = 0.5 * erfc((centres[keep][None, None] - shifts[None, :, None]) / (sigmas[:, None, None] * np.sqrt(2)))
+    error = ((model - scaled[keep][None, None]) ** 2).sum(-1)
+    best = np.unravel_index(np.argmin(error), error.shape)
+    return scaled, float(2 * 0.8416 * sigmas[best[0]])
 
 
 def around_mask(mask: np.ndarray, spacing, margin_mm: float = 15.0) -> tuple[slice, ...]:
@@ -178,7 +179,7 @@ def statistics_of(voxels, mask, organ, spacing, relative: bool, window) -> dict:
     histogram = np.histogram(inside, bins=32, range=(lo, hi))[0].astype(float)
     p = histogram[histogram > 0] / histogram.sum()
     contrast_glcm, homogeneity = glcm(voxels, mask, lo, hi)
-    _, width = border_profile(voxels, mask, organ, spacing)
+    _, width = border_profile(voxels, mask, organ, spacing, around)
     return {"mean_contrast": (inside.mean() - around) / unit, "sd": inside.std() / abs(unit),
             "entropy": float(-(p * np.log2(p)).sum()), "glcm_contrast": contrast_glcm,
             "glcm_homogeneity": homogeneity, "border_width_mm": width,
