@@ -198,7 +198,8 @@ def test_a_folder_of_dicom_series_and_a_corrupt_file(enhancer_2d, real_series, t
             os.symlink(path, folder / f"{prefix}_{os.path.basename(path)}")
     (folder / "garbage.dcm").write_bytes(b"\0" * 200)
     out = tmp_path / "out"
-    status, stdout, err = run_cli("enhance", folder, "-k", enhancer_2d, "-o", out, "--slice-wise", "--patch", "256")
+    status, stdout, err = run_cli("enhance", folder, "-k", enhancer_2d, "-o", out, "--slice-wise", "--patch", "256",
+                                  "--copy-patient")  # fmt: skip
     assert status == 2 and "2 enhanced, 1 failed" in stdout and "garbage.dcm" in err
     assert sorted(os.listdir(out)) == ["dicom_1", "dicom_2", "report.csv", "report.json"]
     sources = {str(pydicom.dcmread(p).SOPInstanceUID) for p in axial + oblique}
@@ -206,6 +207,9 @@ def test_a_folder_of_dicom_series_and_a_corrupt_file(enhancer_2d, real_series, t
         back = read_image(out / name)
         ds = pydicom.dcmread(out / name / sorted(os.listdir(out / name))[0])
         assert ds.SourceImageSequence[0].ReferencedSOPInstanceUID in sources and back.shape == (1, 256, 256, 8)
+        source = pydicom.dcmread((axial + oblique)[0])  # asked for: the patient and the source's description
+        assert ds.PatientName == source.PatientName and ds.PatientID == source.PatientID
+        assert ds.SeriesDescription.startswith("ENHANCED InVesalius head CT, ")
     originals = [read_image(folder, series=s.key, skip_invalid=True).affine.numpy() for s in _series_of(folder)]
     written = [read_image(out / name).affine.numpy() for name in ("dicom_1", "dicom_2")]
     for affine in originals:  # each series' grid comes back in one of the outputs
