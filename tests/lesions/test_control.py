@@ -16,6 +16,7 @@ from scipy import ndimage
 from medgan.lesions.insert import replay_lesions, simulate_lesions
 from medgan.lesions.models import LESION_MODELS
 from medgan.lesions.record import record_from_dict
+from medgan.lesions.textures import CONTENT_RENDERERS
 
 
 def _spacing(image) -> tuple[float, ...]:
@@ -144,3 +145,31 @@ def test_the_input_is_left_unchanged(ct_body):
     simulate_lesions(image, liver, affine=image.affine, modality="CT", n=1,
                      model=LESION_MODELS.build("generic", diameter_mm=(10, 10)), seed=0)  # fmt: skip
     assert torch.equal(image.as_tensor(), copy.as_tensor())
+
+
+@pytest.mark.parametrize("preset", LESION_MODELS.names())
+def test_every_preset_meets_its_request(preset, ct_body, mr_brain):
+    """Each registered preset, in the organ and modality it is meant for (the generic one in the liver)."""
+    if preset.startswith("mr-"):
+        image, tissues_map, tissues = mr_brain
+        organ, modality = tissues_map[None] == tissues.index("white_matter"), "MR"
+    else:
+        image, tissues_map, tissues = ct_body
+        organ, modality = tissues_map[None] == tissues.index("lung" if "lung" in preset else "liver"), "CT"
+    model = LESION_MODELS.build(preset, diameter_mm=(6, 12), mass_effect_probability=0.0)
+    result = simulate_lesions(image, organ, affine=image.affine, modality=modality, n=2, model=model, seed=5)
+    assert [r.preset for r in result.records] == [preset, preset]
+    check_control(image, result, organ[0].numpy(), _spacing(image))
+
+
+@pytest.mark.parametrize("renderer", CONTENT_RENDERERS.names())
+def test_every_content_renderer_fills_the_shape(renderer, ct_body):
+    """A content renderer changes the scan where the lesion is and leaves the far voxels alone."""
+    image, tissues_map, tissues = ct_body
+    liver = tissues_map[None] == tissues.index("liver")
+    result = simulate_lesions(image, liver, affine=image.affine, modality="CT", n=1, renderer=renderer,
+                              model=LESION_MODELS.build("generic", diameter_mm=(12, 12)), seed=0)  # fmt: skip
+    mask = result.labels[0] > 0
+    assert result.records[0].renderer == renderer
+    assert not torch.equal(result.image[0][mask], image[0][mask])
+    check_control(image, result, liver[0].numpy(), _spacing(image))

@@ -21,7 +21,7 @@ def _render(shape, compartments, linear):
 
 
 @pytest.mark.parametrize("spacing", [(1.0, 1.0, 1.0), (0.6, 0.6, 5.0), (2.0, 2.0, 3.0)])
-@pytest.mark.parametrize("preset", ["generic", "ct-lung-nodule", "mr-brain-enhancing"])
+@pytest.mark.parametrize("preset", LESION_MODELS.names())
 def test_volume_matches_the_requested_diameter(spacing, preset):
     rng = np.random.default_rng(5)
     model = LESION_MODELS.build(preset, spiculation_probability=1.0) if preset == "ct-lung-nodule" else \
