@@ -28,7 +28,7 @@ from medgan.lesions.deform import push_sources, warp
 from medgan.lesions.grid import Box, box_dilate, dilate, gaussian_kernel, voxel_offsets_mm
 from medgan.lesions.measure import estimate_blur, estimate_noise, lesion_contrast, measure_lesion
 from medgan.lesions.models import LESION_MODELS, LesionModel, equal_volume_min_radius, sample_parameters, units_for
-from medgan.lesions.placement import OrganMap, fits, organ_map, pick_centre
+from medgan.lesions.placement import OrganMap, clear, fits, organ_map, pick_centre
 from medgan.lesions.record import LesionRecord, ScanParams
 from medgan.lesions.shapes import LesionShape, extent_mm, inscribed_mm, render_shape
 from medgan.lesions.textures import CONTENT_RENDERERS, LesionCrop, blur_sd_mm, surround_shell_mm
@@ -276,19 +276,35 @@ def simulate_lesions(
 
 
 def _place(scene: _Scene, record: LesionRecord, shape: LesionShape, rng, max_tries: int, n: int) -> list[int]:
-    grown = dilate(shape.mask, record.margin_mm, scene.spacing)
-    footprint = dilate(scene.changed(record, shape), record.gap_mm, scene.spacing)
-    cells = scene.map.candidates(inscribed_mm(record.shape) + record.margin_mm)
-    for _ in range(max_tries if len(cells) else 0):
+    grown_half, grown = _centred(dilate(shape.mask, record.margin_mm, scene.spacing), shape.half)
+    foot_half, footprint = _centred(dilate(scene.changed(record, shape), record.gap_mm, scene.spacing), shape.half)
+    # Cells that could hold a ball of the lesion's whole extent first (most places there fit), then any cell
+    # that could hold its inscribed ball (the only places left for a lesion that just fits).
+    likely = scene.map.candidates(extent_mm(record.shape) + record.margin_mm)
+    possible = scene.map.candidates(inscribed_mm(record.shape) + record.margin_mm)
+    for attempt in range(max_tries if len(possible) else 0):
+        cells = likely if attempt < max_tries // 2 and len(likely) else possible
         voxel = pick_centre(scene.map, cells, rng)
         if voxel is None:
             continue
-        box = Box(voxel, shape.half, tuple(scene.voxels.shape))
-        if fits(box, grown, footprint, scene.organ, scene.occupied(box)):
+        inner = Box(voxel, grown_half, tuple(scene.voxels.shape))
+        outer = Box(voxel, foot_half, tuple(scene.voxels.shape))
+        if fits(inner, grown, scene.organ) and clear(outer, footprint, scene.occupied(outer)):
             return list(voxel)
     raise InputError(f"lesion {record.index} of {n} ({record.shape.diameter_mm:.1f} mm) does not fit: no place tried "
                      f"keeps it {record.margin_mm:g} mm inside the organ and {record.gap_mm:g} mm from the other "
                      "lesions; ask for fewer or smaller lesions, or a smaller margin or gap")  # fmt: skip
+
+
+def _centred(mask: Tensor, half: Sequence[int]) -> tuple[tuple[int, int, int], Tensor]:
+    """The smallest box about the centre voxel that holds `mask` (box-shaped, centred): its half-size and the
+    mask cut to it."""
+    where = mask.nonzero()
+    if len(where) == 0:
+        return (0, 0, 0), mask[tuple(slice(h, h + 1) for h in half)]
+    reach = (where - torch.tensor(list(half), device=where.device)).abs().amax(0).tolist()
+    part = tuple(slice(h - r, h + r + 1) for h, r in zip(half, reach, strict=True))
+    return tuple(int(r) for r in reach), mask[part]
 
 
 def replay_lesions(

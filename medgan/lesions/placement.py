@@ -23,7 +23,7 @@ from torch import Tensor
 
 from medgan.lesions.grid import Box
 
-__all__ = ["OrganMap", "fits", "organ_map", "pick_centre"]
+__all__ = ["OrganMap", "clear", "fits", "organ_map", "pick_centre"]
 
 _TARGET_CELLS = 1_000_000
 _MIN_CELL_MM = 4.0
@@ -127,15 +127,17 @@ def pick_centre(organ_cells: OrganMap, cells: Tensor, rng: np.random.Generator) 
     return tuple(int(a + v) for a, v in zip(lo, voxel, strict=True))
 
 
-def fits(box: Box, grown: Tensor, footprint: Tensor, organ: Tensor, occupied: Tensor) -> bool:
-    """Whether the lesion on `box` keeps its grown mask inside the organ (and the image) and its footprint
-    clear of `occupied`. `grown` and `footprint` are box-shaped bool tensors, `occupied` is `box.outer`'s."""
+def fits(box: Box, grown: Tensor, organ: Tensor) -> bool:
+    """Whether `grown` (the lesion's mask grown by the margin, on `box`) lies inside the organ and the image."""
     inner, outer = box.inner, box.outer
     if box.clipped:
         outside = torch.ones_like(grown)
         outside[inner] = False
         if bool((grown & outside).any()):
             return False
-    if bool((grown[inner] & ~organ[outer]).any()):
-        return False
-    return not bool((footprint[inner] & occupied).any())
+    return not bool((grown[inner] & ~organ[outer]).any())
+
+
+def clear(box: Box, footprint: Tensor, occupied: Tensor) -> bool:
+    """Whether `footprint` (on `box`) meets no voxel of `occupied` (`box.outer`'s voxels other lesions changed)."""
+    return not bool((footprint[box.inner] & occupied).any())
