@@ -7,7 +7,8 @@
 A range `(lo, hi)` is sampled uniformly (equal ends give that value); an optional part (rim, core,
 calcifications, halo, spicules, mass effect) is present with its probability. Units: mm for sizes,
 contrasts in the preset's `units` ("HU", "absolute" or "relative" to the surroundings' mean;
-None: HU for CT, relative otherwise), spicule lengths in lesion radii.
+None: HU for CT, relative otherwise; a preset without a contrast range takes DEFAULT_CONTRAST's for
+its units), spicule lengths in lesion radii.
 """
 
 from __future__ import annotations
@@ -33,10 +34,10 @@ class LesionModel:
     """Ranges and probabilities of every lesion parameter (see the module docstring for units)."""
 
     name: str = "generic"
-    description: str = "ellipsoid with mild lobulation and texture; contrast as asked"
+    description: str = "ellipsoid with mild lobulation; contrast as asked"
     units: str | None = None  # None: HU for CT, relative for other modalities
     diameter_mm: Range = (5.0, 30.0)  # volume-equivalent diameter
-    contrast: Range = (-60.0, -20.0)  # mean over the label mask minus the surroundings
+    contrast: Range | None = None  # mean over the label mask minus the surroundings; None: by the units
     axis_ratio: Range = (0.7, 1.0)  # each minor semi-axis over the major one
     lobulation: Range = (0.0, 0.1)  # rms radial deformation, fraction of the radius
     lobes: tuple[int, int] = (2, 6)
@@ -73,6 +74,8 @@ class LesionModel:
         return model
 
     def check(self) -> None:
+        if self.units not in (None, "HU", "absolute", "relative"):
+            raise ConfigError(f"lesion model {self.name}: units {self.units!r} is not HU, absolute or relative")
         for item in dataclasses.fields(self):
             value = getattr(self, item.name)
             if isinstance(value, tuple) and len(value) == 2 and value[0] > value[1]:
@@ -126,6 +129,9 @@ def mr_brain_enhancing(**ranges) -> LesionModel:
                         texture_sd=(0.1, 0.25), texture_corr_mm=(0.4, 1.2), border_mm=(0.0, 0.6),
                         mass_effect_probability=0.5, mass_effect=(0.3, 0.8))  # fmt: skip
     return model.with_ranges(**ranges)
+
+
+DEFAULT_CONTRAST = {"HU": (-60.0, -20.0), "absolute": (-60.0, -20.0), "relative": (-0.3, -0.1)}
 
 
 def units_for(model: LesionModel, modality: str) -> str:
@@ -193,7 +199,7 @@ def sample_parameters(model: LesionModel, rng: np.random.Generator, units: str):
         halo_mm=_uniform(rng, model.halo_mm) if halo else 0.0,
     )
     intensity = Intensity(
-        contrast=_uniform(rng, model.contrast), units=units,
+        contrast=_uniform(rng, model.contrast or DEFAULT_CONTRAST[units]), units=units,
         rim_contrast=_uniform(rng, model.rim_contrast) if rim else 0.0,
         core_contrast=_uniform(rng, model.core_contrast) if core else 0.0,
         calcification_contrast=_uniform(rng, model.calcification_contrast) if calcifications else 0.0,

@@ -64,6 +64,7 @@ class ScanOutputs:
     records: str
     organ: str | None = None  # the pushed organ mask, when any lesion pushed
     lesions: list[dict] = field(default_factory=list)
+    dicom: bool = False  # a DICOM series and SEG rather than NIfTI files
 
 
 def check_checkpoint(path: str) -> None:
@@ -95,7 +96,8 @@ def output_paths(out_dir: str, name: str, dicom: bool) -> ScanOutputs:
         return os.path.join(out_dir, name + suffix)
 
     if dicom:
-        return ScanOutputs(name, at("_lesions"), at("_seg.dcm"), at("_lesion_records.json"), at("_organ.nii.gz"))
+        return ScanOutputs(name, at("_lesions"), at("_seg.dcm"), at("_lesion_records.json"), at("_organ.nii.gz"),
+                           dicom=True)  # fmt: skip
     return ScanOutputs(name, at("_lesions.nii.gz"), at("_lesion_labels.nii.gz"), at("_lesion_records.json"),
                        at("_organ.nii.gz"))  # fmt: skip
 
@@ -240,7 +242,7 @@ def _write(image, result, outputs: ScanOutputs, modality: str, source: str, head
                  "description": f"medgan simulated lesions ({len(records)})"})  # fmt: skip
     edited = make_image(result.image.as_tensor().numpy(), affine_of(image), meta)
     labels = make_image(result.labels.numpy().astype(np.int16), affine_of(image), {})
-    dicom = outputs.image.endswith("_lesions")
+    dicom = outputs.dicom
     pushed = any(r.mass_effect is not None for r in records)
     document = {"format": RECORD_FORMAT, "version": RECORD_VERSION, "medgan": medgan.__version__,
                 "source": os.path.basename(os.path.normpath(source)),

@@ -173,3 +173,13 @@ def test_every_content_renderer_fills_the_shape(renderer, ct_body):
     assert result.records[0].renderer == renderer
     assert not torch.equal(result.image[0][mask], image[0][mask])
     check_control(image, result, liver[0].numpy(), _spacing(image))
+
+
+def test_generic_preset_on_mr_uses_relative_contrast(mr_brain):
+    image, tissues_map, tissues = mr_brain
+    white = tissues_map[None] == tissues.index("white_matter")
+    model = LESION_MODELS.build("generic", diameter_mm=(8, 12))
+    result = simulate_lesions(image, white, affine=image.affine, modality="MR", n=2, model=model, seed=0)
+    for record in result.records:
+        assert record.intensity.units == "relative" and -0.3 <= record.intensity.contrast <= -0.1
+    check_control(image, result, white[0].numpy(), _spacing(image))
