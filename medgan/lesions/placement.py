@@ -38,14 +38,32 @@ class OrganMap:
     cell_diagonal_mm: float
     touches: Tensor  # bool per cell: some voxel of it is in the organ
     spacing_mm: tuple[float, float, float]
+    _depth: Tensor | None = None
+
+    @property
+    def depth(self) -> Tensor:
+        """Per cell, the largest n for which every cell within n of it (per axis) touches the organ (-1: none)."""
+        if self._depth is None:
+            depth = torch.full(self.touches.shape, -1, dtype=torch.int32, device=self.touches.device)
+            n, grid, at = 0, self.touches, (0, 0, 0)
+            while True:  # eroding by one cell n times is eroding by n cells (boxes add up)
+                where = grid.nonzero()
+                if len(where) == 0:
+                    break
+                lo, hi = where.amin(0).tolist(), where.amax(0).tolist()
+                grid = grid[lo[0] : hi[0] + 1, lo[1] : hi[1] + 1, lo[2] : hi[2] + 1]  # what is left, cut close
+                at = tuple(a + b for a, b in zip(at, lo, strict=True))
+                part = tuple(slice(a, a + m) for a, m in zip(at, grid.shape, strict=True))
+                depth[part][grid] = n
+                n += 1
+                grid = _erode(grid, 1)
+            self._depth = depth
+        return self._depth
 
     def deepest_mm(self) -> float:
         """An upper bound on the radius of the largest ball that fits in the organ: from the coarse cells, and
         from the cells' extent along each voxel axis (a ball spans its diameter along every direction)."""
-        n, grid = 0, _cropped(self.touches)
-        while grid.numel() and bool(grid.any()):  # eroding by one cell n times is eroding by n (boxes add up)
-            n += 1
-            grid = _cropped(_erode(grid, 1))
+        n = int(self.depth.max()) + 1
         extents = []
         for axis, h in enumerate(self.spacing_mm):
             present = self.touches.any(dim=[a for a in range(3) if a != axis]).nonzero()
@@ -56,7 +74,7 @@ class OrganMap:
     def candidates(self, radius_mm: float) -> Tensor:
         """Cells that may hold the centre of a ball of `radius_mm` inside the organ: `[K, 3]` cell indices."""
         n = math.floor(radius_mm / self.cell_diagonal_mm)
-        return _erode(self.touches, n).nonzero()
+        return (self.depth >= n).nonzero()
 
 
 def organ_map(organ: Tensor, spacing_mm: Sequence[float]) -> OrganMap:
@@ -70,15 +88,6 @@ def organ_map(organ: Tensor, spacing_mm: Sequence[float]) -> OrganMap:
     touches = touches > 0
     diagonal = math.sqrt(sum((c * s) ** 2 for c, s in zip(cell, spacing_mm, strict=True)))
     return OrganMap(organ, cell, diagonal, touches, tuple(float(s) for s in spacing_mm))
-
-
-def _cropped(grid: Tensor) -> Tensor:
-    """`grid` cut to the bounding box of its True cells (empty when there are none)."""
-    where = grid.nonzero()
-    if len(where) == 0:
-        return grid[:0, :0, :0]
-    lo, hi = where.amin(0).tolist(), where.amax(0).tolist()
-    return grid[lo[0] : hi[0] + 1, lo[1] : hi[1] + 1, lo[2] : hi[2] + 1]
 
 
 def _block_max(values: Tensor, axis: int, size: int) -> Tensor:

@@ -21,6 +21,7 @@ relative to the voxels.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -41,13 +42,16 @@ _MAX_SUBSAMPLES = 8  # per axis
 _CHUNK_POINTS = 1 << 21  # supersamples evaluated at a time
 
 
+@functools.lru_cache(maxsize=4)
 def fibonacci_sphere(n: int = _SPHERE_POINTS) -> np.ndarray:
-    """n nearly uniform unit vectors (float64), the same every time."""
+    """n nearly uniform unit vectors (float64, read-only), the same every time."""
     k = np.arange(n) + 0.5
     z = 1 - 2 * k / n
     phi = math.pi * (1 + math.sqrt(5)) * k
     r = np.sqrt(1 - z * z)
-    return np.stack([r * np.cos(phi), r * np.sin(phi), z], axis=1)
+    points = np.stack([r * np.cos(phi), r * np.sin(phi), z], axis=1)
+    points.flags.writeable = False
+    return points
 
 
 def _lobe_sum(u, lobes: np.ndarray, kappa: float, lib):
