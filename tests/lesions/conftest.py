@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))  # the _phantom helper beside these tests
+sys.path.insert(0, str(Path(__file__).parent))  # the _lesion_phantom helper beside these tests
 
 
 @pytest.fixture(autouse=True, scope="session")

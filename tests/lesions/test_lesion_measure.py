@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from _phantom import BLUR_MM, NOISE_CORR_MM, NOISE_SD, SPACING, _correlated, blob_phantom, ct_phantom
+from _lesion_phantom import BLUR_MM, NOISE_CORR_MM, NOISE_SD, SPACING, _correlated, blob_phantom, ct_phantom
 from scipy import ndimage
 
 from medgan.lesions.grid import dilate, distance_mm
