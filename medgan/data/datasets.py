@@ -60,7 +60,7 @@ class ScanDataset(torch.utils.data.Dataset):
         window: tuple[float, float] | None = None,  # physical units -> [-1, 1]; None: percentiles of the data
         window_percentiles: tuple[float, float] = (0.5, 99.5),
         source_window: tuple[float, float] | None = None,  # for every other image input; None: percentiles
-        crop: str = "random",  # "random" or "center" when a slice/volume is larger than image_size
+        crop: str = "random",  # "random", "center" or "mask" (around the mask input's region, jittered)
         cache: str = "memory",  # "memory", "disk" or "none"
         cache_dir: str | None = None,
         physical: Sequence[str] = (),  # image keys returned in physical units, unwindowed (degraded on the device)
@@ -71,6 +71,10 @@ class ScanDataset(torch.utils.data.Dataset):
         self.classes = [i.key for i in inputs if not i.is_file]
         self.physical = frozenset(physical)
         labels = [k for k, i in self.inputs.items() if i.is_labels]
+        self.region_key = next((k for k, i in self.inputs.items() if i.kind == "mask"), None)
+        if crop == "mask" and self.region_key is None:
+            raise ConfigError("data.crop is mask, but the records name no mask: give a CSV with the mask column, "
+                              "or crop random or center")  # fmt: skip
         loader = LoadScand(list(self.inputs), spacing_mm, spatial_dims, slice_axis, label_keys=labels)
         self.scans = _cached(records, loader, cache, cache_dir)
         self.kept = _readable(self.scans, records)  # positions in self.scans of the scans that could be read
@@ -123,7 +127,10 @@ class ScanDataset(torch.utils.data.Dataset):
             first, last = int(np.floor(slice_range[0] * n)), int(np.ceil(slice_range[1] * n))
             level = low + _FOREGROUND_LEVEL * (high - low)
             tissue = (image > level).float().movedim(1 + self.slice_axis, 0).flatten(1).mean(1)  # per slice
-            index += [(i, s) for s in range(first, min(last, n)) if tissue[s] >= min_fraction]
+            keep = tissue >= min_fraction
+            if self.crop == "mask":  # slices that cut the region, whatever else they hold
+                keep = (self._scan(i)[self.region_key] > 0).movedim(1 + self.slice_axis, 0).flatten(1).any(1)
+            index += [(i, s) for s in range(first, min(last, n)) if keep[s]]
         return index
 
     def _describe(self, records: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -194,7 +201,8 @@ class ScanDataset(torch.utils.data.Dataset):
         scan = self._scan(scan_index)
         rng = np.random.default_rng(seed)
         arrays = {k: self._cut(scan[k], slice_index) for k in self.inputs if scan.get(k) is not None}
-        offsets = self._offsets(arrays["image"].shape[1:], rng)
+        region = arrays.get(self.region_key) if self.crop == "mask" else None
+        offsets = self._offsets(arrays["image"].shape[1:], rng, region)
         out: dict[str, Tensor] = {}
         for key_name, array in arrays.items():
             kind, fill = self.inputs[key_name].kind, 0.0
@@ -220,12 +228,25 @@ class ScanDataset(torch.utils.data.Dataset):
         slab = volume.index_select(1 + self.slice_axis, torch.tensor(picks))  # [C, ..., slab, ...]
         return slab.movedim(1 + self.slice_axis, 1).flatten(0, 1)  # [C * slab, a, b]
 
-    def _offsets(self, shape: Sequence[int], rng: np.random.Generator) -> list[int]:
+    def _offsets(self, shape: Sequence[int], rng: np.random.Generator, region: Tensor | None = None) -> list[int]:
+        """Where the sample starts along each axis: random, centred, or (crop "mask") centred on the region's
+        bounding box give or take a quarter of the sample, keeping the whole region inside when it fits."""
+        box = None
+        if region is not None and bool((region > 0).any()):
+            where = (region > 0).any(0).nonzero()  # voxel indices of the region (any channel)
+            box = (where.min(0).values.tolist(), where.max(0).values.tolist())
         offsets = []
-        for have, want in zip(shape, self.image_size, strict=True):
+        for axis, (have, want) in enumerate(zip(shape, self.image_size, strict=True)):
             extra = have - want
             if extra <= 0:
                 offsets.append(0)
+            elif box is not None:
+                low, high = box[0][axis], box[1][axis]
+                jitter = int(rng.integers(-(want // 4), want // 4 + 1))
+                start = round((low + high - (want - 1)) / 2) + jitter
+                if high - low < want:  # the region fits: keep all of it
+                    start = min(max(start, high - want + 1), low)
+                offsets.append(int(min(max(start, 0), extra)))
             else:
                 offsets.append(int(rng.integers(0, extra + 1)) if self.crop == "random" else extra // 2)
         return offsets

@@ -95,7 +95,7 @@ class DataConfig(Section):
     window: tuple[float, float] | None = None  # physical units mapped to [-1, 1] (HU for CT); None: percentiles
     window_percentiles: tuple[float, float] = (0.5, 99.5)  # used when window is None
     source_window: tuple[float, float] | None = None  # pix2pix: window of the input images; None: percentiles
-    crop: Literal["random", "center"] = "random"  # how a sample is cut from a larger slice or volume
+    crop: Literal["random", "center", "mask"] = "random"  # how a sample is cut: mask centres it on the mask column
     cache: Literal["memory", "disk", "none"] = "memory"  # MONAI CacheDataset, PersistentDataset, or neither
     cache_dir: str | None = None  # for cache: disk; default <run folder>/cache
     num_workers: int = Field(default=0, ge=0)  # DataLoader worker processes per training process

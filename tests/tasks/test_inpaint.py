@@ -133,3 +133,20 @@ def test_a_scan_without_a_mask_is_one_clear_error(checkpoints, scan_and_mask, tm
     lines = err.strip().splitlines()
     assert status == 2 and len(lines) == 1 and "'mask' column" in lines[0], err
     assert not os.path.exists(tmp_path / "filled")
+
+
+def test_crop_mask_cuts_samples_around_the_region_of_slices_that_hold_it(scan_and_mask):
+    task = TASKS.get("inpaint")
+    records = find_records(scan_and_mask["csv"], task.inputs)
+    data = ScanDataset(records, task.inputs, image_size=[32, 32], window=(-1000.0, 1000.0), crop="mask")
+    holding = sorted({int(k) for k in np.nonzero(scan_and_mask["region"])[2]})
+    assert [s for _, s in data.index] == holding  # only slices that cut the region
+    centres = []
+    for seed in range(12):
+        mask = data[(len(data) // 2, seed)]["mask"][0]
+        assert mask.sum() == scan_and_mask["region"][:, :, holding[len(holding) // 2]].sum()  # all of it inside
+        centres.append(mask.nonzero().float().mean(0))
+    spread = torch.stack(centres).std(0)
+    assert (spread > 0.5).all() and (spread < 8).all()  # centred, give or take a quarter of the sample
+    with pytest.raises(Exception, match="data.crop is mask, but the records name no mask"):
+        ScanDataset(find_records(scan_and_mask["image"], task.inputs), task.inputs, image_size=[32, 32], crop="mask")
