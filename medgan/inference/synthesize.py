@@ -142,8 +142,8 @@ def load_scan_inputs(model: Generators, source: str) -> list[dict[str, Any]]:
     translates (`[C, *spatial]` in physical units or labels, on the first input's grid, turned to the training
     data's axis order) with its path and the grid's affine."""
     from medgan.data.records import find_records
-    from medgan.data.transforms import LoadScand
-    from medgan.io.geometry import reorient_like
+    from medgan.data.transforms import LoadScand, resample, target_spacing
+    from medgan.io.geometry import reorient_like, respaced_affine, spacing_mm
 
     task, data, record = model.task, model.cfg.data, model.record
     wanted = [i for i in task.inputs if i.key in task.translates]
@@ -158,16 +158,21 @@ def load_scan_inputs(model: Generators, source: str) -> list[dict[str, Any]]:
         if missing:
             raise InputError(f"task {task.name} translates {' and '.join(paths)}; give a CSV with a "
                              f"{missing[0]!r} column for {r['image']}", path=source)  # fmt: skip
-        loaded = LoadScand(list(paths), data.spacing_mm, data.spatial_dims, data.slice_axis, label_keys=labels)(
-            {**paths, **series}
-        )
-        # The scan's axes in the order and direction of the training images, exactly: a scan stored LPS
-        # reaches a network trained on RAS as RAS (as paired training data was brought onto them).
+        read = LoadScand(list(paths), None, data.spatial_dims, data.slice_axis, label_keys=labels)
+        loaded = read({**paths, **series})
+        # The scan's axes in the order and direction of the training images, exactly (a scan stored LPS reaches
+        # a network trained on RAS as RAS, as paired training data was brought onto them), then the training
+        # voxel size, whose slice axis is the training one whatever order the scan was stored in.
         directions = np.asarray(record["directions"], dtype=np.float64)
         arrays = {}
         for key in paths:
             x, affine = loaded[key], np.asarray(loaded[f"{key}_meta"]["affine"])
-            arrays[key], affine = reorient_like(x, affine, directions if x.ndim == 4 else directions[:, record["axes"]])
+            x, affine = reorient_like(x, affine, directions if x.ndim == 4 else directions[:, record["axes"]])
+            dims = x.ndim - 1
+            spacing = spacing_mm(affine, dims)
+            target = target_spacing(spacing, data.spacing_mm, data.spatial_dims, data.slice_axis)
+            arrays[key] = resample(x, spacing, target, labels=key in labels)
+            affine = respaced_affine(affine, target)
         scans.append({"arrays": arrays, "affine": affine, "paths": paths})
     return scans
 

@@ -152,6 +152,24 @@ def test_a_scan_to_translate_stored_in_another_axis_order_is_turned_like_the_tra
     assert np.array_equal(voxels(turned), voxels(plain))  # the network saw the same slices, not mirrored ones
 
 
+def test_a_scan_stored_with_its_slice_axis_first_is_resampled_along_the_training_slice_axis(
+    pix2pix_checkpoint, tmp_path
+):
+    """The in-plane resampling of a 2D checkpoint applies to the training plane, whatever axis order a scan was
+    stored in: the slice axis is found after the scan is turned like the training data, not before."""
+    import nibabel as nib
+
+    checkpoint, folder = pix2pix_checkpoint
+    source = nib.load(os.path.join(folder, "noisy_000.nii.gz"))
+    data = np.transpose(np.asarray(source.dataobj), (2, 0, 1))  # slices first: (k, i, j)
+    permuted = str(tmp_path / "noisy_kij.nii.gz")
+    nib.Nifti1Image(data, source.affine[:, [2, 0, 1, 3]]).to_filename(permuted)
+    (plain,) = synthesize(checkpoint, inputs=os.path.join(folder, "noisy_000.nii.gz"), out_dir=str(tmp_path / "a"))
+    (turned,) = synthesize(checkpoint, inputs=permuted, out_dir=str(tmp_path / "b"))
+    assert np.allclose(read_image(turned).affine.numpy(), read_image(plain).affine.numpy())
+    assert np.array_equal(voxels(turned), voxels(plain))
+
+
 def test_each_class_is_written_with_its_own_modality(conditional_checkpoint, mixed_class_checkpoint, tmp_path,
                                                      run_cli):  # fmt: skip
     def modality(folder):
