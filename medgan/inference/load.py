@@ -54,8 +54,15 @@ def load_generators(checkpoint: str, device: str | torch.device = "cpu") -> Gene
     except ValueError as err:
         raise InputError(f"the checkpoint's config is not valid for this medgan ({str(err).splitlines()[0]})",
                          path=checkpoint) from None  # fmt: skip
-    record = state["data_record"]
-    nets = build_task_networks(cfg, record, generators_only=True)
+    record = state.get("data_record")
+    if not isinstance(record, dict):
+        raise InputError("the checkpoint holds no data record (what it was trained on), so its generator cannot "
+                         "be built; use a checkpoint written by medgan train", path=checkpoint)  # fmt: skip
+    try:
+        nets = build_task_networks(cfg, record, generators_only=True)
+    except KeyError as err:
+        raise InputError(f"the checkpoint's data record lacks {err}; use a checkpoint written by medgan train",
+                         path=checkpoint) from None  # fmt: skip
     weights = state.get("ema") or state["networks"]
     for name, net in nets.items():
         try:

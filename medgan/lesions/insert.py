@@ -15,6 +15,7 @@ were asked for (as long as the first two landed where they did).
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -24,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from medgan.errors import InputError
+from medgan.lesions import learned  # noqa: F401  (registers the learned renderer)
 from medgan.lesions.deform import push_sources, warp
 from medgan.lesions.grid import Box, box_dilate, dilate, gaussian_kernel, voxel_offsets_mm
 from medgan.lesions.measure import estimate_blur, estimate_noise, lesion_contrast, measure_lesion
@@ -31,7 +33,7 @@ from medgan.lesions.models import LESION_MODELS, LesionModel, equal_volume_min_r
 from medgan.lesions.placement import OrganMap, clear, fits, organ_map, pick_centre
 from medgan.lesions.record import LesionRecord, ScanParams
 from medgan.lesions.shapes import LesionShape, extent_mm, inscribed_mm, render_shape
-from medgan.lesions.textures import CONTENT_RENDERERS, LesionCrop, blur_sd_mm, surround_shell_mm
+from medgan.lesions.textures import CONTENT_RENDERERS, ContentRenderer, LesionCrop, blur_sd_mm, surround_shell_mm
 
 __all__ = ["LesionResult", "replay_lesions", "simulate_lesions"]
 
@@ -92,9 +94,11 @@ class _Scene:
             self._map = organ_map(self.organ, self.spacing)
         return self._map
 
-    def box_half(self, record: LesionRecord) -> tuple[int, int, int]:
+    def box_half(self, record: LesionRecord, context_mm: float = 0.0) -> tuple[int, int, int]:
+        """Half the box a lesion is rendered in (voxels per axis): its reach, or more `context_mm` around it
+        for a renderer that reads the anatomy around the lesion (a learned one)."""
         extent = extent_mm(record.shape)
-        reach = extent + max(surround_shell_mm(record, self.spacing)[1], record.margin_mm) + record.gap_mm
+        reach = extent + max(surround_shell_mm(record, self.spacing)[1], record.margin_mm, context_mm) + record.gap_mm
         if record.mass_effect is not None:
             reach = max(reach, record.mass_effect.reach_mm + record.gap_mm)
         return tuple(math.ceil(reach / h) + 1 for h in self.spacing)
@@ -236,7 +240,7 @@ def simulate_lesions(
     margin_mm: float = 2.0,  # every lesion voxel at least this far inside the organ's border
     gap_mm: float = 2.0,  # lesions' footprints (what they change and measure) at least this far apart
     max_tries: int = 200,  # places tried per lesion before giving up
-    renderer: str = "procedural",  # a CONTENT_RENDERERS name
+    renderer: str | ContentRenderer = "procedural",  # a CONTENT_RENDERERS name, or a built one (LearnedRenderer)
     segmentation: Tensor | None = None,  # a label map to move along with any mass effect
     blur_sigma_mm: Sequence[float] | None = None,  # the scanner's blur (sd per axis); None: estimated
     measure: bool = True,  # measure each lesion in the output (volume, diameters, contrast)
@@ -254,7 +258,8 @@ def simulate_lesions(
                          f"part is under {2 * deepest:.0f} mm across, and lesions keep {margin_mm:g} mm inside "
                          "its border; ask for smaller lesions or a smaller margin")  # fmt: skip
     scan = scan_blur(scene) if blur_sigma_mm is None else ScanParams(0.0, [0.0] * 3, [float(v) for v in blur_sigma_mm])
-    content = CONTENT_RENDERERS.build(renderer)
+    content = CONTENT_RENDERERS.build(renderer) if isinstance(renderer, str) else renderer
+    context_mm = float(getattr(content, "context_mm", 0.0))
     records = []
     for index in range(1, n + 1):
         rng = np.random.default_rng([int(seed), index])
@@ -262,10 +267,10 @@ def simulate_lesions(
         measured_scan = ScanParams(0.0, [0.0] * 3, list(scan.blur_sigma_mm), list(scan.blur_edges))
         record = LesionRecord(index=index, label=index, seed=int(seed), lesion_seed=int(rng.integers(2**62)),
                               preset=model.name,
-                              renderer=renderer, voxel=[0, 0, 0], shape=shape, compartments=compartments,
+                              renderer=content.name, voxel=[0, 0, 0], shape=shape, compartments=compartments,
                               intensity=intensity, scan=measured_scan, mass_effect=mass, margin_mm=float(margin_mm),
                               gap_mm=float(gap_mm))  # fmt: skip
-        rendered = render_shape(shape, compartments, scene.linear, scene.box_half(record))
+        rendered = render_shape(shape, compartments, scene.linear, scene.box_half(record, context_mm))
         record.voxel = _place(scene, record, rendered, rng, max_tries, n)
         record.scan.noise_sd, record.scan.noise_corr_mm = _local_noise(scene, record.voxel, scan)
         scene.insert(record, rendered, content)
@@ -314,21 +319,43 @@ def replay_lesions(
     affine=None,
     segmentation: Tensor | None = None,
     measure: bool = True,
+    renderers: dict[str, ContentRenderer] | None = None,  # built renderers by name (a LearnedRenderer)
 ) -> LesionResult:
-    """Render saved records again, in order: the same image, labels and measurements as when they were made."""
+    """Render saved records again, in order: the same image, labels and measurements as when they were made.
+    Records of the learned renderer rebuild it from the checkpoint they name (its SHA-256 checked) unless
+    `renderers` holds it."""
     scene = _Scene(image, organ, affine, segmentation)
+    built = dict(renderers or {})
     out = []
     for record in records:
         if any(not 0 <= v < s for v, s in zip(record.voxel, scene.voxels.shape, strict=True)):
             raise InputError(f"lesion {record.index} lies at voxel {record.voxel}, outside this image of shape "
                              f"{tuple(scene.voxels.shape)}: the record belongs to another scan")  # fmt: skip
-        content = CONTENT_RENDERERS.build(record.renderer)
-        rendered = render_shape(record.shape, record.compartments, scene.linear, scene.box_half(record))
+        if record.renderer not in built:
+            built[record.renderer] = _renderer_of(record)
+        content = built[record.renderer]
+        context_mm = float(getattr(content, "context_mm", 0.0))
+        rendered = render_shape(record.shape, record.compartments, scene.linear, scene.box_half(record, context_mm))
         scene.insert(record, rendered, content)
         out.append(record)
     if measure:
         scene.measure_all()
     return _result(image, scene, out)
+
+
+def _renderer_of(record: LesionRecord) -> ContentRenderer:
+    """The renderer a saved record names: procedural ones by name, a learned one from its checkpoint."""
+    if record.renderer != "learned":
+        return CONTENT_RENDERERS.build(record.renderer)
+    path, digest = record.rendered.get("checkpoint"), record.rendered.get("checkpoint_sha256")
+    if not path or not os.path.isfile(path):
+        raise InputError(f"lesion {record.index} was painted by the inpaint checkpoint {path}, which is not there; "
+                         "replay where the checkpoint is")  # fmt: skip
+    content = CONTENT_RENDERERS.build("learned", checkpoint=path)
+    if digest and content.sha256 != digest:
+        raise InputError(f"lesion {record.index} was painted by another version of {path} (SHA-256 "
+                         f"{digest[:12]}..., now {content.sha256[:12]}...)")  # fmt: skip
+    return content
 
 
 def _result(image: Tensor, scene: _Scene, records: list[LesionRecord]) -> LesionResult:

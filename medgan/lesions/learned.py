@@ -56,6 +56,9 @@ class LearnedRenderer:
         self.checkpoint, self.device = checkpoint, torch.device(device)
         self.match_contrast, self.batch_size = match_contrast, batch_size
         self.step = int(torch.load(checkpoint, map_location="cpu", weights_only=True)["step"])
+        # The anatomy the network reads around a lesion: half its training field of view, so a crop fills a window.
+        sizes = zip(self.model.cfg.data.image_size, self.model.record["spacing_mm"], strict=True)
+        self.context_mm = max(n * h for n, h in sizes) / 2
 
     def _paint(self, image: Tensor, mask: Tensor, spacing: tuple[float, float, float]) -> Tensor:
         """The network's filled crop (physical units) on the crop's own grid."""

@@ -20,6 +20,7 @@ already written in that call.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import shutil
@@ -69,7 +70,6 @@ class ScanOutputs:
 
 def check_checkpoint(path: str) -> None:
     """Refuse a checkpoint that cannot give learned lesion content, in one line naming its task."""
-    from medgan.lesions.textures import CONTENT_RENDERERS
     from medgan.tasks.checkpoint import load_checkpoint
 
     state = load_checkpoint(path)
@@ -78,9 +78,15 @@ def check_checkpoint(path: str) -> None:
     if task != "inpaint":
         raise ConfigError(f"is a checkpoint of task {task!r}; learned lesion content needs an inpaint "
                           "checkpoint, or leave out --model for procedural content", path=path)  # fmt: skip
-    if "learned" not in CONTENT_RENDERERS:
-        raise ConfigError("is an inpaint checkpoint, but this medgan has no learned lesion content renderer; leave "
-                          "out --model for procedural content", path=path)  # fmt: skip
+    _learned(path)  # loads it (once), so a checkpoint that cannot be built fails before any scan is read
+
+
+@functools.cache
+def _learned(checkpoint: str):
+    """The learned renderer of a checkpoint, loaded once for a batch of scans."""
+    from medgan.lesions.textures import CONTENT_RENDERERS
+
+    return CONTENT_RENDERERS.build("learned", checkpoint=checkpoint)
 
 
 def scan_name(path: str) -> str:
@@ -158,8 +164,10 @@ def simulate_scan(image_path: str, mask_path: str, out_dir: str, request: Lesion
     from medgan.lesions.insert import simulate_lesions
     from medgan.lesions.models import LESION_MODELS
 
+    renderer = "procedural"
     if request.checkpoint:
         check_checkpoint(request.checkpoint)
+        renderer = _learned(request.checkpoint)  # loaded once for a batch
     image = _read(image_path, "image", request.series) if image is None else image
     dicom = str(image.meta.get("format") or "") == "dicom"
     outputs = output_paths(out_dir, name or scan_name(image_path), dicom)
@@ -172,7 +180,7 @@ def simulate_scan(image_path: str, mask_path: str, out_dir: str, request: Lesion
     try:
         result = simulate_lesions(image, organ, affine=affine_of(image), modality=modality, n=request.n, model=model,
                                   seed=request.seed, margin_mm=request.margin_mm, gap_mm=request.gap_mm,
-                                  segmentation=segmentation[0])  # fmt: skip
+                                  segmentation=segmentation[0], renderer=renderer)  # fmt: skip
     except MedganError as err:
         raise InputError(err.reason, path=image_path) from None
     header = {"request": {k: v for k, v in asdict(request).items() if k not in ("overwrite", "checkpoint", "series")}}

@@ -206,10 +206,10 @@ def test_batch_goes_on_past_a_bad_scan_and_reports(run_cli, scan_files, tmp_path
     assert (tmp_path / "out" / "report.csv").read_text().startswith("name,status,lesions")
 
 
-def test_an_inpaint_checkpoint_needs_a_learned_renderer(run_cli, scan_files, tmp_path):
-    """Until a learned content renderer is registered, an inpaint checkpoint is refused in one line too."""
+def test_an_inpaint_checkpoint_without_its_training_record_is_one_line(run_cli, scan_files, tmp_path):
+    """A file that claims the inpaint task but was not written by medgan train is refused before any scan is read."""
     checkpoint = tmp_path / "inpaint.pt"
     torch.save({"format_version": 1, "config": {"task": "inpaint"}, "step": 10, "networks": {}}, checkpoint)
     status, _, err = run_cli("simulate-lesions", *_args(scan_files, tmp_path / "out"), "--model", str(checkpoint))
     assert status == 2 and len(err.strip().splitlines()) == 1
-    assert "no learned lesion content renderer" in err and not (tmp_path / "out").exists()
+    assert "holds no data record" in err and not (tmp_path / "out").exists()

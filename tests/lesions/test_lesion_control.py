@@ -163,11 +163,16 @@ def test_every_preset_meets_its_request(preset, ct_body, mr_brain):
 
 
 @pytest.mark.parametrize("renderer", CONTENT_RENDERERS.names())
-def test_every_content_renderer_fills_the_shape(renderer, ct_body):
+def test_every_content_renderer_fills_the_shape(renderer, ct_body, request):
     """A content renderer changes the scan where the lesion is and leaves the far voxels alone."""
     image, tissues_map, tissues = ct_body
     liver = tissues_map[None] == tissues.index("liver")
-    result = simulate_lesions(image, liver, affine=image.affine, modality="CT", n=1, renderer=renderer,
+    built = (
+        CONTENT_RENDERERS.build(renderer)
+        if renderer != "learned"
+        else CONTENT_RENDERERS.build("learned", checkpoint=request.getfixturevalue("inpaint_checkpoint"))
+    )  # the learned renderer paints with a checkpoint (a tiny one here)
+    result = simulate_lesions(image, liver, affine=image.affine, modality="CT", n=1, renderer=built,
                               model=LESION_MODELS.build("generic", diameter_mm=(12, 12)), seed=0)  # fmt: skip
     mask = result.labels[0] > 0
     assert result.records[0].renderer == renderer
