@@ -209,7 +209,7 @@ def _derivation(plan: SeriesPlan, sources: list) -> Dataset:
     """Derivation Image macro item for one frame and the source frames it was made from."""
     item = Dataset()
     item.DerivationDescription = plan.derivation_description
-    item.DerivationCodeSequence = Sequence([derivation_code(plan.synthetic)])
+    item.DerivationCodeSequence = Sequence([derivation_code(plan.by_network)])
     item.SourceImageSequence = Sequence([reference_item(*ref) for ref in sources])
     return item
 

@@ -69,6 +69,7 @@ class SeriesPlan:
     encoding: PixelEncoding
     geometry: SliceGeometry
     synthetic: bool
+    by_network: bool  # a network made the pixels (derivation "Artificial Intelligence"); else "Image Processing"
     header: Dataset  # patient, study, series, frame of reference, equipment, SOP common
     all_sources: list[SourceRef]  # every DICOM frame the image came from; empty without a DICOM source
     slice_sources: list[list[SourceRef]] | None  # per output slice; None once the slice count changed
@@ -101,6 +102,7 @@ def plan_series(
     derivation_description: str | None = None,
     series_number: int = 1001,
     same_study: bool = False,  # keep the DICOM source's study and frame of reference
+    by_network: bool | None = None,  # a network made the pixels; None: when synthetic (a simulation is not one)
 ) -> SeriesPlan:
     """Check `image`, encode its pixels and build the header shared by all output layouts."""
     meta = meta_of(image)
@@ -132,6 +134,7 @@ def plan_series(
         encoding=encoding,
         geometry=geometry,
         synthetic=synthetic,
+        by_network=synthetic if by_network is None else bool(by_network),
         header=header,
         all_sources=list(dict.fromkeys(ref for refs in slice_sources for ref in refs)),
         slice_sources=slice_sources if len(slice_sources) == stored.shape[2] else None,
@@ -205,9 +208,10 @@ def _contributing_equipment(synthetic: bool, derivation: str, date: str, time: s
     return item
 
 
-def derivation_code(synthetic: bool) -> Dataset:
-    """The coded derivation (CID 7203 is extensible) that goes with a DerivationDescription."""
-    return code_item(*_DERIVATION_CODES[synthetic])
+def derivation_code(by_network: bool) -> Dataset:
+    """The coded derivation (CID 7203 is extensible) that goes with a DerivationDescription: "Artificial
+    Intelligence" when a network made the pixels, "Image Processing" otherwise (a physics simulation included)."""
+    return code_item(*_DERIVATION_CODES[by_network])
 
 
 def _derivation(meta: dict[str, Any], synthetic: bool) -> str:

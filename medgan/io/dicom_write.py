@@ -50,6 +50,7 @@ def write_dicom_series(
     derivation_description: str | None = None,  # default: what medgan did, from the metadata
     series_number: int = 1001,  # high, so it sorts after the scanner's own series
     same_study: bool = False,  # keep the DICOM source's study and frame of reference (a derived series beside it)
+    by_network: bool | None = None,  # a network made the pixels (None: when synthetic); a simulation is not one
 ) -> str:
     """Write `image` (`[1, i, j, k]` or `[1, i, j]`) into `folder`; returns the folder.
 
@@ -59,7 +60,7 @@ def write_dicom_series(
     """
     folder = os.fspath(folder)
     plan = plan_series(image, folder, modality, synthetic, copy_patient, series_description, derivation_description,
-                       series_number, same_study)  # fmt: skip
+                       series_number, same_study, by_network)  # fmt: skip
     with atomic_dir(folder, overwrite) as temp:
         if multiframe:
             save_dataset(multiframe_dataset(plan), os.path.join(temp, "IM00001.dcm"))
@@ -79,7 +80,7 @@ def _slice_dataset(plan: SeriesPlan, k: int) -> Dataset:
     ds.ImageType = ["DERIVED", "SECONDARY", "AXIAL" if plan.modality == "CT" else "OTHER"]
     ds.ContentDate, ds.ContentTime = plan.content_date_time
     ds.DerivationDescription = plan.derivation_description
-    ds.DerivationCodeSequence = Sequence([derivation_code(plan.synthetic)])
+    ds.DerivationCodeSequence = Sequence([derivation_code(plan.by_network)])
     ds.InstanceNumber = k + 1
     ds.AcquisitionNumber = ""
     ds.BurnedInAnnotation = "NO"

@@ -118,8 +118,10 @@ def degrade_file(
         options = {
             "copy_patient": copy_patient,
             "modality": _modality(degraded, used["kind"]),
-            "series_description": f"DERIVED medgan {used['kind']}"[:64],
+            "series_description": f"SIMULATED medgan {used['kind']}"[:64],
             "derivation_description": _derivation(used),
+            "synthetic": True,  # simulated acquisition: the noise, blur or artefacts were made, not measured
+            "by_network": False,  # made by physics, not a network: derivation "Image Processing"
         }
     with atomic_file(json_path, overwrite=overwrite, suffix=".json") as temp:
         with open(temp, "w", encoding="utf-8") as fh:

@@ -50,6 +50,8 @@ def test_a_dicom_series_gives_a_derived_dicom_series_on_the_same_grid(run_cli, t
     original = pydicom.dcmread(sorted(CT_SERIES.iterdir())[0])
     assert first.ImageType[0] == "DERIVED" and first.SeriesInstanceUID != original.SeriesInstanceUID
     assert "ct-lowdose" in first.DerivationDescription and "dose 0.25" in first.DerivationDescription
+    # A simulated acquisition is synthetic data, made by physics rather than by a network.
+    assert first.SyntheticData == "YES" and first.DerivationCodeSequence[0].CodeMeaning == "Image Processing"
     assert json.loads((tmp_path / "lowdose.json").read_text())["record"]["slice_axis"] == 2
 
 
