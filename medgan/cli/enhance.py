@@ -64,7 +64,7 @@ def enhance(source, checkpoint, out, patch, overlap, batch_size, device, precisi
     A folder of scans (each DICOM series in it counts as one) runs as a batch into the folder OUT with
     the same relative names, progress on stderr, and OUT/report.json and OUT/report.csv listing every
     scan with its status, time, output and error; a bad scan is reported and the batch goes on, and the
-    exit status is 2 if any failed. Existing outputs are refused before the first scan unless
+    exit status is 1 if any failed. Existing outputs are refused before the first scan unless
     --overwrite.
 
     A 2D checkpoint on a 3D scan needs --slice-wise. A scan smaller than one window (at the training
@@ -89,8 +89,8 @@ def enhance(source, checkpoint, out, patch, overlap, batch_size, device, precisi
         click.echo(f"medgan: failed: {result.input}: {result.error}", err=True)
     click.echo(f"{len(report.results) - len(report.failed)} enhanced, {len(report.failed)} failed; "
                f"report: {report.report_json}")  # fmt: skip
-    if report.failed:
-        sys.exit(2)
+    if report.failed:  # the batch ran, some scans did not: 1, as anonymize and degrade (2 is a user error)
+        sys.exit(1)
 
 
 class _Progress:
