@@ -61,6 +61,10 @@ class DegradeConfig(Section):
     kind: str  # a registered degradation: ct-lowdose, mr-undersample, mr-noise, thick-slices, ...
     severity: float | tuple[float, float] | None = None  # 0 mild .. 1 severe, or a [low, high] range drawn per sample
     params: dict[str, Any] = Field(default_factory=dict)  # explicit physical parameters: a number or [low, high]
+    # Cut each degraded pair into a patch of this size (voxels) at a random tissue voxel: the simulator sees the
+    # whole sample (a CT projection must see the whole body) while the networks train on tissue. None: whole.
+    patch_size: list[int] | None = None
+    patches_per_sample: int = Field(default=1, ge=1)  # patches cut from each degraded sample (the batch grows so)
 
     @model_validator(mode="after")
     def _buildable(self) -> DegradeConfig:
@@ -229,6 +233,13 @@ class TrainConfig(Section):
             takers = [name for name in TASKS.names() if TASKS.get(name).simulates]
             raise ValueError(f"data.degrade makes a task's input from its image, which task {self.task} does not take "
                              f"(tasks that do: {', '.join(takers)})")  # fmt: skip
+        patch = self.data.degrade.patch_size if self.data.degrade is not None else None
+        sizes = self.data.image_size
+        fits = patch is None or len(patch) == len(sizes)
+        fits = fits and (patch is None or all(1 <= p <= n for p, n in zip(patch, sizes, strict=True)))
+        if not fits:
+            raise ValueError(f"data.degrade.patch_size {patch} needs {self.data.spatial_dims} sizes, each from 1 to "
+                             f"data.image_size {self.data.image_size}")  # fmt: skip
         if self.data.validation is not None and task.target is None:
             raise ValueError(f"data.validation scores a task's output against a paired target; task {self.task} "
                              "has none")  # fmt: skip

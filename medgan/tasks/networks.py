@@ -36,6 +36,11 @@ def build_task_networks(
     sizes = task.network_sizes(record)
     nets = build_networks(roles, sizes, cfg.generator, cfg.discriminator, cfg.data.spatial_dims,
                           cfg.data.image_size, batch_size)  # fmt: skip
+    patch = cfg.data.degrade.patch_size if cfg.data.degrade is not None else None
+    if patch:  # the networks train on patches of the degraded samples; the generators also run on whole ones
+        for role, net in nets.items():
+            name = (cfg.generator if roles[role] == "generator" else cfg.discriminator).name
+            _check_shape(net, role, roles[role], name, sizes[role], cfg.data.spatial_dims, patch, batch_size)
     for role in task.generators():
         kind = getattr(nets.get(role), "kind", None)
         if role in nets and kind not in task.generator_kinds:

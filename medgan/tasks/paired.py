@@ -21,6 +21,7 @@ class PairedOptions(Section):
 
     reconstruction: Literal["l1", "l2"] = "l1"  # distance to the paired target
     reconstruction_weight: float = Field(default=100.0, ge=0.0)
+    adversarial_weight: float = Field(default=1.0, ge=0.0)  # the generator's adversarial term (small for denoisers)
     feature_matching_weight: float = Field(default=0.0, ge=0.0)  # patch discriminators' features (pix2pixHD)
     perceptual_weight: float = Field(default=0.0, ge=0.0)  # distance in a user-supplied feature network
     perceptual_network: str | None = None  # your feature network: torch.export .pt2 or TorchScript; never downloaded

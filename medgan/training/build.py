@@ -137,7 +137,8 @@ def make_simulator(cfg: TrainConfig, task: Task, record: dict[str, Any], seed: i
         return None
     degradation = build_degradation(cfg.data.degrade)
     return SimulatedPairs(degradation, task.simulates, record["window"], record["source_window"],
-                          record["spacing_mm"], seed=seed)  # fmt: skip
+                          record["spacing_mm"], seed=seed, patch_size=cfg.data.degrade.patch_size,
+                          patches_per_sample=cfg.data.degrade.patches_per_sample)  # fmt: skip
 
 
 def make_validator(cfg: TrainConfig, task: Task, record: dict[str, Any], cache_dir: str,

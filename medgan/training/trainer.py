@@ -139,7 +139,7 @@ def _train(cfg: TrainConfig, dist: Dist, run_dir: str | None, resume: bool, name
     preview = default_collate([dataset[(i % len(dataset), 0)] for i in range(cfg.train.num_samples)])
     preview = build.to_device(preview, device, layout)
     if simulate is not None:  # the same degraded inputs in every grid
-        preview = simulate(preview, torch.Generator().manual_seed(cfg.seed))
+        preview = simulate(preview, torch.Generator().manual_seed(cfg.seed), whole=True)
     validate = build.make_validator(cfg, task, record, cache_dir, simulate, device, layout) if dist.is_main else None
     logger = RunLogger(run_dir, dist.is_main, total, start_step, images_per_step, cfg.train.tensorboard)
     stats = Stats()

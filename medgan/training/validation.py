@@ -45,7 +45,7 @@ class Validator:
         batch = {k: v.to(device).contiguous(memory_format=layout) if v.ndim in (4, 5) else v.to(device)
                  for k, v in batch.items()}  # fmt: skip
         if simulate is not None:
-            batch = simulate(batch, torch.Generator().manual_seed(seed))
+            batch = simulate(batch, torch.Generator().manual_seed(seed), whole=True)
         self.batch = batch
         kinds = {i.key: i.kind for i in task.inputs}
         # The input to show and to score as the do-nothing baseline: the first translated image input.

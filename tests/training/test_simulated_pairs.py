@@ -124,3 +124,27 @@ def test_a_csv_that_names_sources_beside_data_degrade_is_refused(run_cli, tmp_pa
     status, _, err = run_cli("train", "-c", f"{REPO}/configs/debug_cpu_enhance_ct_lowdose_2d.yaml", "--run-dir",
                              str(tmp_path / "run"), "--set", f"data.source={phantom_pairs}")  # fmt: skip
     assert status == 2 and "data.degrade makes the 'source' images, but the CSV names them too" in err, err
+
+
+def test_pairs_cut_into_tissue_patches_after_degrading_the_whole_sample(tmp_path):
+    lowdose = DEGRADATIONS.build("ct-lowdose", dose=0.1)
+    whole = SimulatedPairs(lowdose, "source", (-1000.0, 1000.0), (-1000.0, 1000.0), [2.0, 2.0], seed=1)
+    patched = SimulatedPairs(lowdose, "source", (-1000.0, 1000.0), (-1000.0, 1000.0), [2.0, 2.0], seed=1,
+                             patch_size=[16, 16], patches_per_sample=2)  # fmt: skip
+    hu = torch.full((3, 1, 64, 64), -1000.0)
+    hu[:, :, 40:56, 8:30] = 40.0  # a small block of tissue in air
+    full = whole({"image": hu})
+    cut = patched({"image": hu, "label": torch.arange(3)})
+    assert cut["image"].shape == cut["source"].shape == (6, 1, 16, 16)  # two patches of each sample
+    assert torch.equal(cut["label"], torch.tensor([0, 0, 1, 1, 2, 2]))  # its class goes with each
+    assert ((cut["image"] > -0.9).flatten(1).any(1)).all()  # every patch holds tissue
+    for patch in range(6):  # each patch is a cut of the pair degraded whole (same records, same noise)
+        windows = full["source"][patch // 2, 0].unfold(0, 16, 1).unfold(1, 16, 1)
+        assert (windows == cut["source"][patch, 0]).flatten(2).all(-1).any()
+    assert patched({"image": hu}, whole=True)["image"].shape == (3, 1, 64, 64)  # validation and previews: whole
+
+
+def test_a_patch_larger_than_the_sample_is_one_line(run_cli, tmp_path):
+    status, _, err = run_cli("train", "-c", f"{REPO}/configs/debug_cpu_enhance_ct_lowdose_2d.yaml", "--run-dir",
+                             str(tmp_path / "run"), "--set", "data.degrade.patch_size=[128,128]")  # fmt: skip
+    assert status == 2 and "patch_size [128, 128] needs 2 sizes, each from 1 to data.image_size [64, 64]" in err

@@ -22,6 +22,7 @@ class PairedGAN(Objective):
 
     def setup(self, options: Section) -> None:
         self.reconstruction, self.reconstruction_weight = options.reconstruction, options.reconstruction_weight
+        self.adversarial_weight = options.adversarial_weight
         self.feature_matching_weight = options.feature_matching_weight
         self.perceptual_weight = options.perceptual_weight
         self.perceptual_network = load_feature_network(options.perceptual_network, self.device)
@@ -46,7 +47,7 @@ class PairedGAN(Objective):
         c, fake, real = fakes["condition"], fakes["image"], batch["image"]
         adv = self._g_adv("D", torch.cat([c, fake], 1))
         rec = losses.reconstruction_loss(self.reconstruction, fake, real)
-        loss = adv + self.reconstruction_weight * rec
+        loss = self.adversarial_weight * adv + self.reconstruction_weight * rec
         stats = {"loss_g_adv": adv.detach(), "loss_rec": rec.detach()}
         if self.feature_matching_weight > 0:
             with torch.no_grad():  # the module itself: D keeps no gradients in this phase, so none to reduce
