@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every GPU check and benchmark, in one call of about 8 minutes on one H100 or H200, figures as JSON.
+# Every GPU check and benchmark, in one call of under 5 minutes on one H100 or H200, figures as JSON.
 #
 #   bash benchmarks/gpu_suite.sh    # in $OUT (or ./gpu_suite_out): gpu_suite.json, logs.tar.gz (a log per step)
 #
@@ -12,6 +12,8 @@
 #   eval_effnet   the same with EfficientNet-Lite0 features, 2,000 + 2,000 images
 #   enhance_bench benchmarks/enhance_bench.py: medgan enhance's whole-scan path against MONAI's
 #                 sliding_window_inference, 3-level U-Net, 96^3 windows, 512x512x256, fp32 and bf16 (about 30 s)
+#   degrade_bench benchmarks/degrade_bench.py: the degradation simulators' slices and volumes per second on CUDA
+#   lesion_bench  benchmarks/lesion_bench.py: RandLesiond on GPU tensors (and on the CPU beside it)
 # Phase B, the GPU shared:
 #   small_data    benchmarks/small_data_study.py: the default 2D config on a few hundred real brain MR slices
 #                 (prepared beforehand into .study_data/ and carried), several seeds trained side by side with
@@ -25,7 +27,8 @@
 #   and meanwhile the correctness checks, each a pass/fail with its seconds and the tail of its log:
 #   train_2d_bf16 unconditional 2D: bf16 autocast, channels-last, torch.compile, fused Adam
 #   train_3d_fp16 unconditional 3D with fp16 and the gradient scaler, R1 in float32
-#   train_tasks   pix2pix, label2image and cyclegan (bf16, channels-last)
+#   train_tasks   every other task's debug config (pix2pix, label2image, cyclegan, inpaint, conditional) and
+#                 the 2D low-dose enhancer with pairs simulated on the GPU (bf16, channels-last)
 #   resume        2N steps against N + resume + N (fp32); cuDNN may pick non-deterministic kernels, so the
 #                 largest weight difference is recorded rather than required to be 0
 #   synthesize    NIfTI and DICOM from a CUDA-trained checkpoint, with --device cuda
@@ -35,7 +38,7 @@
 # `make gpu-prep` (here, with PyPI) downloads them as CPython 3.12 wheels into .whl/ and prepares the study's
 # real brain MR slices in .study_data/; name both in the call's carry list (and .cache/denoise_study/data_1.25mm,
 # the denoising study's scans and evaluation set, for the denoise step). This script installs the wheels when
-# .whl/ is there. SUITE_SECONDS (default 500) is the whole budget; later steps shrink or are skipped to keep to it.
+# .whl/ is there. SUITE_SECONDS (default 290) is the whole budget; later steps shrink or are skipped to keep to it.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-gpu_suite_out}
@@ -44,7 +47,7 @@ OUT=$(cd "$OUT" && pwd)
 WORK=$(mktemp -d)
 PY=${PYTHON:-python3}
 START=$SECONDS
-BUDGET=${SUITE_SECONDS:-500}
+BUDGET=${SUITE_SECONDS:-290}
 left() { echo $((BUDGET - (SECONDS - START))); }
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 if ls .whl/*.whl >/dev/null 2>&1; then
@@ -57,7 +60,7 @@ if [ "${SUITE_MODE:-full}" = smoke ]; then
   BENCH=(--only 2d --steps 4 --warmup 2 --repeats 1 --no-compile) EVAL=(--images 500) STUDY_SEEDS="0"
   STUDY_SAMPLES=32 BUDGET=${SUITE_SECONDS:-150} ENHANCE=(--size 256 256 128 --repeats 1)
 else
-  BENCH=(--repeats 1 --steps 50 --warmup 10 --defaults) EVAL=() STUDY_SEEDS="0 1 2" STUDY_SAMPLES=500
+  BENCH=(--repeats 1 --steps 30 --warmup 5 --defaults) EVAL=() STUDY_SEEDS="0 1 2" STUDY_SAMPLES=500
   ENHANCE=(--repeats 5)
 fi
 RESULTS="$OUT/checks.jsonl"
@@ -104,18 +107,23 @@ print(f"bf16 matmul: {tflops:.0f} TFLOP/s on {torch.cuda.get_device_name()}")
 EOF
 PEAK=$("$PY" -c "import json; print(json.load(open('$OUT/peak.json'))['bf16_matmul_tflops'])" 2>/dev/null || echo "")
 
-check bench 240 "$PY" benchmarks/train_bench.py "${BENCH[@]}" --json "$OUT/train_bench.json" \
+check bench 100 "$PY" benchmarks/train_bench.py "${BENCH[@]}" --json "$OUT/train_bench.json" \
   ${PEAK:+--peak-tflops "$PEAK"}
 grep -v '^\[' "$LOGS/bench.log" | tail -14
-check eval_bench 90 "$PY" benchmarks/eval_bench.py --device cuda --no-peer "${EVAL[@]}" \
+check eval_bench 45 "$PY" benchmarks/eval_bench.py --device cuda --no-peer "${EVAL[@]}" \
   --json "$OUT/eval_bench.json"
 grep -v '^\[' "$LOGS/eval_bench.log" | tail -6
-check eval_effnet 60 "$PY" benchmarks/eval_bench.py --device cuda --no-peer --extractor efficientnet_lite0 \
+check eval_effnet 30 "$PY" benchmarks/eval_bench.py --device cuda --no-peer --extractor efficientnet_lite0 \
   --images 2000 --json "$OUT/eval_effnet.json"
 grep -v '^\[' "$LOGS/eval_effnet.log" | tail -3
-check enhance_bench 45 "$PY" benchmarks/enhance_bench.py --device cuda "${ENHANCE[@]}" --budget-s 28 \
+check enhance_bench 40 "$PY" benchmarks/enhance_bench.py --device cuda "${ENHANCE[@]}" --budget-s 25 \
   --json "$OUT/enhance_bench.json"
 grep -v '^\[' "$LOGS/enhance_bench.log" | tail -12
+check degrade_bench 30 "$PY" benchmarks/degrade_bench.py --device cuda --repeats 2 --no-peer \
+  --json "$OUT/degrade_bench.json"
+grep -v '^\[' "$LOGS/degrade_bench.log" | tail -10
+check lesion_bench 30 "$PY" benchmarks/lesion_bench.py --repeats 2 --skip-command --json "$OUT/lesion_bench.json"
+grep -v '^\[' "$LOGS/lesion_bench.log" | tail -6
 
 # ---- Phase B: the small-data study, with the correctness checks beside it --------------------------------------
 STUDY_PID=""
@@ -132,8 +140,8 @@ else
 fi
 DENOISE_PID="" DENOISE_DATA=.cache/denoise_study/data_1.25mm
 if [ -f "$DENOISE_DATA/manifest.json" ]; then
-  DENOISE_MINUTES=$([ "${SUITE_MODE:-full}" = smoke ] && echo 0.2 || echo 1.25)
-  check denoise 210 "$PY" benchmarks/denoise_study.py --device cuda --minutes "$DENOISE_MINUTES" \
+  DENOISE_MINUTES=$([ "${SUITE_MODE:-full}" = smoke ] && echo 0.2 || echo 1.0)
+  check denoise 150 "$PY" benchmarks/denoise_study.py --device cuda --minutes "$DENOISE_MINUTES" \
     --data "$DENOISE_DATA" --out "$WORK/denoise" --json "$OUT/denoise_study.json" --figure "$OUT/denoise_gpu.png" &
   DENOISE_PID=$!
 else
@@ -148,16 +156,17 @@ check train_2d_bf16 90 "$PY" -m medgan train -c configs/debug_cpu_unconditional.
 check train_3d_fp16 45 "$PY" -m medgan train -c configs/debug_cpu_3d.yaml --run-dir "$WORK/u3d" "${CUDA[@]}" \
   --set train.precision=fp16
 check train_tasks 90 bash -c "
-  $PY -c \"from medgan.data.datasets import write_phantom_pairs as w; w('$WORK/pairs', count=4)\" &&
-  for task in pix2pix label2image cyclegan; do
-    extra=''; [ \$task != cyclegan ] && extra='--set data.source=$WORK/pairs/pairs.csv'
-    $PY -m medgan train -c configs/debug_cpu_\$task.yaml --run-dir $WORK/\$task ${CUDA[*]} \$extra || exit 1
+  $PY -c \"from medgan.data.phantom_pairs import write_phantom_pairs as w; w('$WORK/pairs', count=4)\" &&
+  for task in pix2pix label2image cyclegan inpaint conditional enhance_ct_lowdose_2d; do
+    extra=''; case \$task in pix2pix|label2image) extra='--set data.source=$WORK/pairs/pairs.csv';; esac
+    $PY -m medgan train -c configs/debug_cpu_\$task.yaml --run-dir $WORK/\$task ${CUDA[*]} \$extra \
+      --set train.precision=bf16 --set train.channels_last=true || exit 1
   done"
 check resume 60 "$PY" - "$WORK" <<'EOF'
 import sys
 from medgan.config import load_config
 from medgan.training import TrainConfig, train
-from medgan.training.checkpoint import latest_checkpoint, load_checkpoint
+from medgan.tasks.checkpoint import latest_checkpoint, load_checkpoint
 work = sys.argv[1]
 common = ["train.device=cuda", "train.precision=fp32", "train.checkpoint_every_steps=5", "train.log_every_steps=5",
           "train.sample_every_steps=100", "train.tensorboard=false"]
@@ -190,7 +199,8 @@ import json, os, sys
 out, seconds = sys.argv[1], int(sys.argv[2])
 checks = [json.loads(line) for line in open(os.path.join(out, "checks.jsonl"))]
 summary = {"seconds": seconds, "checks": {c["check"]: c for c in checks}}
-for name in ("peak", "train_bench", "eval_bench", "eval_effnet", "enhance_bench", "small_data_study", "denoise_study"):
+for name in ("peak", "train_bench", "eval_bench", "eval_effnet", "enhance_bench", "degrade_bench", "lesion_bench",
+             "small_data_study", "denoise_study"):
     path = os.path.join(out, f"{name}.json")
     if os.path.exists(path):
         summary[name] = json.load(open(path))
