@@ -65,6 +65,11 @@ class SimulatedPairs:
         out[self.key] = to_unit(degraded, *self.source_window).to(clean.dtype).contiguous(memory_format=layout)
         return out
 
+    @property
+    def per_sample(self) -> int:
+        """Training images made from each sample of the loader (its patches)."""
+        return self.patches_per_sample if self.patch_size else 1
+
     def _patches(self, clean: Tensor, degraded: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
         """The same patch of both images per sample, centred on a random tissue voxel (above 5% of the window)
         and moved inside the sample; anywhere when a sample has no tissue."""

@@ -134,7 +134,7 @@ def _train(cfg: TrainConfig, dist: Dist, run_dir: str | None, resume: bool, name
         _start_run_folder(run_dir, cfg, fresh=checkpoint is None)
 
     batch_size, total = cfg.train.batch_size, cfg.train.steps
-    images_per_step = batch_size * dist.world_size
+    images_per_step = batch_size * dist.world_size * (simulate.per_sample if simulate is not None else 1)
     batches = iter(build.make_loader(dataset, cfg, dist, start_step, device))
     preview = default_collate([dataset[(i % len(dataset), 0)] for i in range(cfg.train.num_samples)])
     preview = build.to_device(preview, device, layout)
