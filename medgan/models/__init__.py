@@ -17,7 +17,7 @@ from typing import Any
 from torch import nn
 
 from medgan.errors import ConfigError
-from medgan.models import discriminators, image2image, resgen, spade, stylegan  # noqa: F401  (registers entries)
+from medgan.models import denoisers, discriminators, image2image, resgen, spade, stylegan  # noqa: F401  (registers)
 from medgan.models.registries import DISCRIMINATORS, GENERATORS
 from medgan.models.summary import describe
 from medgan.registry import Registry

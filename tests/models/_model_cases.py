@@ -26,6 +26,7 @@ TINY_GENERATORS: dict[str, dict] = {
     "resgen": {"image_size": SIZE, "latent_dim": 16, "base_channels": 8, "max_channels": 16},
     "unet": {"channels": 8, "max_channels": 16, "depth": 3},
     "resnet": {"channels": 8, "num_blocks": 2},
+    "dncnn": {"channels": 8, "depth": 4},
     "spade": {
         "num_labels": 3,
         "image_size": SIZE,

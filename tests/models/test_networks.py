@@ -142,6 +142,8 @@ def bad_shape(model) -> tuple[tuple[int, ...], str]:
         return (BATCH, model.latent_dim + 1), str(model.latent_dim + 1)
     if model.kind == "patch":
         return (BATCH, model.in_channels, *([3] * d)), str((3,) * d)
+    if getattr(model, "any_size", False):  # every spatial size fits: a wrong channel count is what it refuses
+        return (BATCH, model.in_channels + 1, *([SIZE] * d)), f"takes {model.in_channels} input channel"
     odd = (SIZE + 2,) + (SIZE,) * (d - 1)  # not a multiple of any power of two above 2, and not the built size
     if model.kind == "label":
         return (BATCH, *odd), str(odd)
