@@ -1,6 +1,6 @@
 """Are medgan's lesions like real ones? Real tumours against medgan's lesions and pasted ellipsoids, in the same scans.
 
-    python benchmarks/lesion_realism.py [--lesions 6] [--json out.json]
+    python benchmarks/lesion_realism.py [--lesions 6] [--json out.json] [--learned manifest.json]
 
 The real tumours are those of the pyradiomics 3.0.1 test cases (fetched by benchmarks/registry_data.py):
 lung1 and lung2 (chest CT, 0.6 x 0.6 x 5 mm) and brain1 and brain2 (T1 post-contrast MR, 0.8 x 0.8 x
@@ -13,13 +13,17 @@ surroundings go into the healthy part of the same organ, made from the scan itse
           edge (past scalp and skull), above 0.6 x its median (not CSF), below its 99th percentile, opened
           once in-plane, the largest part
 
-less the tumour grown by 10 mm. Two kinds are inserted at the same places:
+less the tumour grown by 10 mm. Two kinds (three with --learned) are inserted at the same places:
 
   medgan  `simulate_lesions` with the case's preset (ct-lung-nodule or mr-brain-enhancing, no mass effect),
           diameter and contrast set to the tumour's (a tumour larger than the healthy organ can hold, such
           as lung2's 45 mm one, is matched by the largest lesion that fits, 10% steps down)
   pasted  an ellipsoid of the same volume (axes 1 : 0.85 : 0.7, random orientation), filled with the
           surroundings' mean plus the contrast, pasted without blur or texture: the plain baseline
+  learned (with --learned) medgan's lesions again, same records and so the same places and shapes, their
+          content painted by an inpaint checkpoint (`LearnedRenderer`) that never saw the case: the
+          leave-one-out models of benchmarks/lesion_learned.py (its manifest.json), or CASE=CKPT. An MR
+          scan is scaled to the model's scale first (`mr_scale`: healthy brain median 1000) and back after
 
 Statistics of each lesion (in its label mask, and across its border): mean and sd of the contrast to the
 surroundings (in the contrast's units), entropy of the intensity histogram (bins of 1/32 of the real
@@ -100,6 +104,15 @@ def load_case(name: str):
     organ = lungs_of(voxels) if modality == "CT" else brain_of(voxels, spacing)
     near_tumour = ndimage.distance_transform_edt(~tumour, sampling=spacing) <= 10.0
     return image, tumour, organ & ~tumour, organ & ~near_tumour, modality
+
+
+MR_REFERENCE = 1000.0  # a learned model's MR scans are scaled so that their healthy brain's median is this
+
+
+def mr_scale(voxels: np.ndarray, healthy: np.ndarray) -> float:
+    """The factor that brings an MR scan to learned models' scale: its healthy brain's median to MR_REFERENCE
+    (MR has no physical unit; a model trained on one scan's intensities must see another's on the same scale)."""
+    return MR_REFERENCE / float(np.median(voxels[healthy]))
 
 
 def spacing_of(image) -> tuple[float, ...]:
@@ -207,9 +220,12 @@ def pasted_ellipsoid(voxels, affine, centre_voxel, diameter_mm, value, rng) -> t
     return out, mask
 
 
-def run_case(name: str, lesions: int) -> dict:
+def run_case(name: str, lesions: int, learned: dict | None = None, device: str = "cpu") -> dict:
+    """Real tumour, medgan's and pasted lesions (and, with `learned` = {"checkpoint": path, ...}, learned ones
+    at medgan's places) in one case: the real statistics and each kind's means."""
     from medgan.errors import InputError
     from medgan.lesions.insert import simulate_lesions
+    from medgan.lesions.learned import LearnedRenderer
     from medgan.lesions.models import LESION_MODELS
 
     image, tumour, organ, healthy, modality = load_case(name)
@@ -220,7 +236,10 @@ def run_case(name: str, lesions: int) -> dict:
     window = tuple(np.percentile(voxels[tumour], [1, 99]))
     real = statistics_of(voxels, tumour, organ, spacing, relative, window)
     log(f"{name}: tumour {real['equivalent_diameter_mm']:.1f} mm, contrast {real['mean_contrast']:.3g}")
-    kinds = {"medgan": [], "pasted": []}
+    kinds = {"medgan": [], "pasted": [], **({"learned": []} if learned else {})}
+    renderer = LearnedRenderer(learned["checkpoint"], device=device) if learned else None
+    scale = mr_scale(voxels, healthy) if learned and relative else 1.0  # the scale the learned model trained at
+    same_place, painted_contrasts = 0, []
     rng = np.random.default_rng(0)
     organ_tensor = torch.from_numpy(healthy)
     diameter = real["equivalent_diameter_mm"]
@@ -239,6 +258,16 @@ def run_case(name: str, lesions: int) -> dict:
         mask = result.labels.numpy()[0] == record.label
         edited = result.image.numpy()[0].astype(np.float64)
         kinds["medgan"].append(statistics_of(edited, mask, organ | mask, spacing, relative, window))
+        if renderer is not None:  # the same record (seed, model) painted by the network, so the same place and shape
+            painted = simulate_lesions(image * scale, organ_tensor, affine=affine, modality=modality, n=1, model=model,
+                                       seed=seed, renderer=renderer)  # fmt: skip
+            learned_mask = painted.labels.numpy()[0] == painted.records[0].label
+            same_place += int(np.array_equal(learned_mask, mask))
+            rendered = painted.records[0].rendered  # the network's own contrast, before it is shifted to the request
+            painted_contrasts.append(rendered["painted_contrast"] / (rendered["surroundings_mean"] if relative else 1))
+            learned_image = painted.image.numpy()[0].astype(np.float64) / scale
+            kinds["learned"].append(statistics_of(learned_image, learned_mask, organ | learned_mask, spacing, relative,
+                                                  window))  # fmt: skip
         box = around_mask(mask, spacing)
         around = surroundings(voxels[box], mask[box], organ[box], spacing)
         value = around * (1 + real["mean_contrast"]) if relative else around + real["mean_contrast"]
@@ -246,21 +275,58 @@ def run_case(name: str, lesions: int) -> dict:
                                                value, rng)  # fmt: skip
         kinds["pasted"].append(statistics_of(pasted, pasted_mask, organ | pasted_mask, spacing, relative, window))
     means = {k: {s: float(np.nanmean([v[s] for v in values])) for s in real} for k, values in kinds.items()}
-    return {"real": real, "diameter_used_mm": diameter, **means}
+    out = {"real": real, "diameter_used_mm": diameter, **means}
+    if renderer is not None:
+        out["learned_model"] = {**learned, "checkpoint_sha256": renderer.sha256, "checkpoint_step": renderer.step,
+                                "mr_scale": scale, "lesions_at_medgan_places": same_place,
+                                "painted_contrast_before_shift": float(np.mean(painted_contrasts))}  # fmt: skip
+    return out
+
+
+def learned_models(specs: list[str]) -> dict[str, dict]:
+    """--learned: case -> {"checkpoint": path, ...}, from lesion_learned.py's manifest(s) or CASE=CKPT pairs."""
+    models = {}
+    for spec in specs:
+        case, sep, path = spec.partition("=")
+        if sep:
+            if case not in CASES:
+                raise SystemExit(f"lesion_realism: --learned {spec}: {case} is not a case ({', '.join(CASES)})")
+            models[case] = {"checkpoint": path}
+            continue
+        try:
+            with open(spec, encoding="utf-8") as fh:
+                manifest = json.load(fh)["models"]
+        except (OSError, ValueError, KeyError) as err:
+            raise SystemExit(f"lesion_realism: --learned {spec}: not a lesion_learned.py manifest ({err})") from None
+        base = os.path.dirname(os.path.abspath(spec))
+        models.update({case: {**m, "checkpoint": os.path.join(base, m["checkpoint"])} for case, m in manifest.items()})
+    return models
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lesions", type=int, default=6, help="lesions of each kind per case")
     parser.add_argument("--cases", nargs="*", default=list(CASES))
+    parser.add_argument("--learned", nargs="*", default=[], metavar="MANIFEST|CASE=CKPT",
+                        help="also judge learned content: benchmarks/lesion_learned.py's manifest.json (a model per "
+                        "case that never saw it) or CASE=inpaint checkpoint pairs")  # fmt: skip
+    parser.add_argument("--device", default="cpu", help="where learned models paint")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--json", help="also write the figures here")
     args = parser.parse_args()
-    results = {name: run_case(name, args.lesions) for name in args.cases}
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    learned = learned_models(args.learned)
+    missing = [n for n in args.cases if learned and n not in learned]
+    if missing:
+        parser.error(f"--learned names no model for {', '.join(missing)}; judge those with --cases or add them")
+    results = {name: run_case(name, args.lesions, learned.get(name), args.device) for name in args.cases}
+    shown_kinds = ("medgan", "pasted", "learned") if learned else ("medgan", "pasted")
     rows = []
     print(f"{'statistic':18s} {'kind':7s} " + " ".join(f"{n:>10s}" for n in args.cases) + "   distance")
     for stat in STATS:
         distances = {}
-        for kind in ("real", "medgan", "pasted"):
+        for kind in ("real", *shown_kinds):
             values = [results[n][kind][stat] for n in args.cases]
             if kind != "real":
                 real = [results[n]["real"][stat] for n in args.cases]
@@ -268,12 +334,26 @@ def main() -> None:
                 distances[kind] = float(np.nanmean(gaps))
             shown = " ".join(f"{v:10.4g}" for v in values)
             print(f"{stat:18s} {kind:7s} {shown}   {distances.get(kind, float('nan')):8.3f}")
-        nearer = distances["medgan"] < distances["pasted"]
-        rows.append({"statistic": stat, **{f"distance_{k}": v for k, v in distances.items()}, "medgan_nearer": nearer})
+        row = {"statistic": stat, **{f"distance_{k}": v for k, v in distances.items()},
+               "medgan_nearer": distances["medgan"] < distances["pasted"]}  # fmt: skip
+        if learned:
+            row["learned_nearer_than_medgan"] = distances["learned"] < distances["medgan"]
+            row["learned_nearer_than_pasted"] = distances["learned"] < distances["pasted"]
+        rows.append(row)
     widths = {kind: [results[n][kind]["border_width_mm"] for n in args.cases] for kind in ("real", "medgan", "pasted")}
     no_sharper = all(m >= 0.9 * r for m, r in zip(widths["medgan"], widths["real"], strict=True))
     print(f"medgan nearer the real tumours on {sum(r['medgan_nearer'] for r in rows)} of {len(rows)} statistics; "
           f"border no sharper than the real tumours (within 10%) in every case: {no_sharper}")  # fmt: skip
+    if learned:
+        print(f"learned nearer the real tumours than medgan's procedural content on "
+              f"{sum(r['learned_nearer_than_medgan'] for r in rows)} of {len(rows)} statistics, than pasted "
+              f"ellipsoids on {sum(r['learned_nearer_than_pasted'] for r in rows)}")  # fmt: skip
+        for n in args.cases:
+            m = results[n]["learned_model"]
+            print(f"  {n}: {m['checkpoint']} (step {m['checkpoint_step']}, trained on "
+                  f"{', '.join(m.get('trained_on', ['?']))}); {m['lesions_at_medgan_places']} of {args.lesions} "
+                  "lesions at medgan's places; painted contrast before the shift to the request "
+                  f"{m['painted_contrast_before_shift']:.3g}")  # fmt: skip
     if args.json:
         with open(args.json, "w", encoding="utf-8") as fh:
             json.dump({"cases": results, "summary": rows, "no_sharper": no_sharper}, fh, indent=1)
