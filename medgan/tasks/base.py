@@ -64,11 +64,6 @@ class Task:
         """The task's final image from the generator's output (a composite for inpainting)."""
         return output
 
-    @property
-    def columns(self) -> tuple[str, ...]:
-        """The CSV columns this task reads (besides `<key>_series` for DICOM folders of several series)."""
-        return tuple(i.key for i in self.inputs)
-
     def generators(self) -> dict[str, str]:
         return {name: kind for name, kind in self.roles.items() if kind == "generator"}
 
