@@ -57,7 +57,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # patches of each degraded slice (air was three quarters of whole slices), with a small adversarial term:
     # the scores here are PSNR and SSIM, which a strong one trades for texture.
     "cpu": {"pixel_mm": 1.6, "views": 180, "batch": 4, "precision": "fp32", "eval_slices": 24, "minutes": 15.0,
-            "patch": [64, 64], "patches": 4, "adversarial_weight": 0.05,
+            "patch": [64, 64], "patches": 4, "adversarial_weight": 0.01,
             "generator_name": "dncnn", "generator": {"channels": 32, "depth": 10},
             "discriminator": {"channels": 16, "num_layers": 3},
             "g_lr": 5e-4, "d_lr": 2e-4, "validate_every": 100, "validation_samples": 8},
@@ -90,7 +90,8 @@ def study_config(data: Path, preset: dict[str, Any], device: str, minutes: float
         "data.degrade": {"kind": "ct-lowdose", "params": {"dose": train_dose, "views": preset["views"]},
                          "patch_size": preset["patch"], "patches_per_sample": preset["patches"]},
         "loss.adversarial_weight": preset["adversarial_weight"],
-        "generator.name": preset["generator_name"], "generator.options": preset["generator"], "discriminator.options": preset["discriminator"],
+        "generator.name": preset["generator_name"], "generator.options": preset["generator"],
+        "discriminator.options": preset["discriminator"],
         "optim.g_lr": preset["g_lr"], "optim.d_lr": preset["d_lr"],
         "train.steps": 1_000_000, "train.time_limit_minutes": minutes, "train.batch_size": preset["batch"],
         "train.device": device, "train.precision": preset["precision"], "train.channels_last": device == "cuda",
