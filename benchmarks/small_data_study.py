@@ -9,6 +9,20 @@ from a handful of subjects without mode collapse, over several seeds, and how cl
         --device cuda [--config configs/synth2d_256.yaml] [--set key=value ...] [--samples 500] [--json FILE] \
         [--stock-seeds 0 ...] [--figure FILE.png]
 
+    # against images seen, not wall clock (CPU 64 x 64 here; any config on a GPU): split by subject, train
+    # to the largest count with a checkpoint at each, score every checkpoint beside the held-out floor
+    python benchmarks/small_data_study.py run --data .study_data --out seen_out --device cpu \
+        --config configs/synth2d_64.yaml --seeds 0 --stock-seeds 0 --images 10000 25000 50000 \
+        [--holdout colin27] [--figure docs/figures/small_data_images_cpu64.png]
+
+`--images` (benchmarks/study/seen.py, seen_score.py): the data folder is split by subject (`--holdout`,
+default colin27: the floor is a new real subject's slices); medgan trains to each count in ceil(count /
+batch) steps (`medgan train`, then `--resume` to the next count) and the stock peer keeps its generator at
+each count; every checkpoint draws as many samples as there are held-out slices and is scored on
+EfficientNet-Lite0 and random_cnn (FD, KID, precision, recall, density, coverage, the ratio to the floor)
+with the collapse check (mean pairwise NCC of the samples within 0.1 of the training slices'). `--minutes`
+is then unused.
+
 `prepare` fetches real T1 MR volumes from registry packages (see /work/shared/DATA.md) into the tests'
 cache (`.cache/medgan-tests/` or `$MEDGAN_TEST_CACHE`, fetched with the helpers of `tests/external.py`):
 the MNI152 2009 T1 template (nilearn wheel, read out of the zip), Colin27 (Debian `mricron-data`),
@@ -96,6 +110,22 @@ def run(args: argparse.Namespace) -> int:
 
     report["timing"] = {}
     status = 1
+    if args.images:
+        from benchmarks.study.seen import run_seen
+
+        report["study"] = "small real data against images seen: medgan and the stock DCGAN beside the floor"
+        try:
+            status = run_seen(args, report, out, write)
+        except (SystemExit, MedganError) as err:
+            report["error"] = str(err)
+            log(str(err))
+        except Exception:
+            report["error"] = traceback.format_exc(limit=6)[-3000:]
+            log(report["error"])
+        finally:
+            write()
+        print(f"wrote {json_path}")
+        return status
     try:
         supported = "time_limit_minutes" in RunConfig.model_fields
         if not supported:
@@ -204,13 +234,18 @@ def main() -> int:
     r.add_argument("--save-samples", action="store_true", help="keep 64 samples per seed as uint8 tensors")
     r.add_argument("--figure", help="a PNG: 8 real slices, then the first 8 samples of every seed, a row each")
     r.add_argument("--overwrite", action="store_true", help="replace seed folders left by an earlier run")
+    r.add_argument("--images", type=int, nargs="+", help="measure against images seen instead of --minutes: train "
+                   "to the largest count, score a checkpoint at each (e.g. 10000 25000 50000)")  # fmt: skip
+    r.add_argument("--holdout", nargs="+", default=["colin27"], help="with --images: subjects left out of training, "
+                   "the floor's held-out real slices")  # fmt: skip
     t = sub.add_parser("stock", help="(started by run) train the stock peer, MONAI's DCGAN tutorial, once")
     t.add_argument("--data", required=True)
     t.add_argument("--config", default=DEFAULT_CONFIG, help="whose dataset code and window give the real slices")
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     t.add_argument("--out", required=True, help="its run folder: generator.pt, stats.jsonl, summary.json")
     t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--minutes", type=float, required=True, help="training time, from the start of the process")
+    t.add_argument("--minutes", type=float, default=0.0, help="training time, from the start of the process")
+    t.add_argument("--images", type=int, nargs="+", help="train to the largest count instead, G kept at each")
     t.add_argument("--device", default="cuda")
     args = parser.parse_args()
     if args.command == "prepare":

@@ -8,6 +8,9 @@
     scoring     the figures of one generated set against the real set, and the mode-collapse verdict
     evaluation  every trained generator (and the untrained one, the floor) scored seed by seed
     report      the figure PNG, the data summary and the printed table
+    seen        `run --images`: split by subject, train every run to the largest count, a checkpoint at each
+    seen_score  every checkpoint scored beside the held-out floor at the same sample sizes; the table
+    seen_figure FD and recall against images seen, medgan against stock, as one PNG
 
 The samples are drawn by `medgan.inference` (`load_generators`, `synthesize.draw`), the untrained
 generator is built by `medgan.tasks.networks.build_task_networks`, and the metrics are

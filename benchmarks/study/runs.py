@@ -89,7 +89,7 @@ def _command(args: argparse.Namespace, kind: str, seed: int, run_dir: str, sets:
     return command
 
 
-def _wait(procs: dict[tuple[str, int], dict[str, Any]], kill_after: float) -> set[tuple[str, int]]:
+def wait_all(procs: dict[tuple[str, int], dict[str, Any]], kill_after: float) -> set[tuple[str, int]]:
     """Wait for every process; at `kill_after` seconds SIGTERM the rest (SIGKILL 15 s later). Returns the killed."""
     start = time.monotonic()
     killed: set[tuple[str, int]] = set()
@@ -169,7 +169,7 @@ def train_seeds(args: argparse.Namespace, out: str, sets: list[str]) -> tuple[di
                                "command": command}  # fmt: skip
     log(f"training {len(procs)} run(s) concurrently ({len(args.seeds)} medgan, {len(args.stock_seeds)} stock); "
         f"kill timer {args.kill_after:.0f} s")  # fmt: skip
-    killed = _wait(procs, args.kill_after)
+    killed = wait_all(procs, args.kill_after)
     results: dict[str, dict[str, dict]] = {"medgan": {}, "stock": {}}
     for (kind, seed), p in procs.items():
         result = _outcome(kind, p, (kind, seed) in killed)

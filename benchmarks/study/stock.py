@@ -64,8 +64,20 @@ def _loader(images: torch.Tensor) -> torch.utils.data.DataLoader:
     return torch.utils.data.DataLoader(dataset, batch_size=STOCK["batch_size"], shuffle=True, num_workers=0)
 
 
+def _save_generator(path: str, g: torch.nn.Module, step: int, seen: int) -> None:
+    torch.save({"G": g.state_dict(), "step": step, "images_seen": seen}, path + ".partial")
+    os.replace(path + ".partial", path)
+
+
+def stock_checkpoint_path(run_dir: str, images: int) -> str:
+    """Where `stock --images` keeps G once `images` training images have been seen."""
+    return os.path.join(run_dir, f"generator_{images:07d}.pt")
+
+
 def stock_train(args: argparse.Namespace) -> int:
-    """Train the tutorial's DCGAN on the study's slices until --minutes (or SIGTERM); save G and a summary."""
+    """Train the tutorial's DCGAN on the study's slices until --minutes (or SIGTERM); save G and a summary.
+    With --images, train until the largest count instead (no clock) and keep G at the first step that reaches
+    each count (`stock_checkpoint_path`)."""
     from monai.utils import set_determinism
 
     began = time.monotonic()
@@ -83,11 +95,13 @@ def stock_train(args: argparse.Namespace) -> int:
     bce = torch.nn.BCELoss()
     opt_d = torch.optim.Adam(d.parameters(), STOCK["learning_rate"], betas=STOCK["betas"])
     opt_g = torch.optim.Adam(g.parameters(), STOCK["learning_rate"], betas=STOCK["betas"])
-    deadline = began + args.minutes * 60
+    counts = sorted(getattr(args, "images", None) or [])
+    deadline = float("inf") if counts else began + args.minutes * 60
+    pending = list(counts)  # the counts whose checkpoint is still to be written
     step, seen, rows = 0, 0, []
     stats = open(os.path.join(args.out, "stats.jsonl"), "w")  # noqa: SIM115 - closed below
     last_log = time.monotonic()
-    while time.monotonic() < deadline and stop["signal"] is None:
+    while time.monotonic() < deadline and stop["signal"] is None and (not counts or pending):
         for batch in loader:
             real_batch = torch.as_tensor(batch).to(device)
             latent = torch.randn(real_batch.shape[0], STOCK["latent_size"], device=device)
@@ -115,14 +129,16 @@ def stock_train(args: argparse.Namespace) -> int:
                 rows.append(row)
                 stats.write(json.dumps(row) + "\n")
                 stats.flush()
-            if time.monotonic() >= deadline or stop["signal"] is not None:
+            while pending and seen >= pending[0]:
+                _save_generator(stock_checkpoint_path(args.out, pending.pop(0)), g, step, seen)
+            if time.monotonic() >= deadline or stop["signal"] is not None or (counts and not pending):
                 break
     stats.close()
     path = os.path.join(args.out, "generator.pt")
-    torch.save({"G": g.state_dict(), "step": step}, path + ".partial")
-    os.replace(path + ".partial", path)
+    _save_generator(path, g, step, seen)
+    ended = "images" if counts and not pending else "time limit"
     summary = {"steps": step, "images_seen": seen, "train_time_s": round(time.monotonic() - began, 2),
-               "stopped_by": "SIGTERM" if stop["signal"] else "time limit", "recipe": STOCK, "data_loader_workers": 0,
+               "stopped_by": "SIGTERM" if stop["signal"] else ended, "recipe": STOCK, "data_loader_workers": 0,
                "image_size": [STOCK["image_size"]] * 2, "real_slices": len(images),
                "trajectory": rows[:: max(1, len(rows) // 40)], "losses_last": rows[-1] if rows else None}  # fmt: skip
     with open(os.path.join(args.out, "summary.json"), "w") as fh:

@@ -1,0 +1,222 @@
+"""The study against images seen (`run --images N ...`), not wall clock: every medgan seed and every stock
+seed trains to the largest count and keeps a checkpoint at each, all side by side; then
+`seen_score` scores every checkpoint against the training subjects' slices, beside the held-out
+subjects' slices at the same sample sizes (the floor).
+
+The data folder is split by subject (`--holdout`): the models train on the other subjects only, so the
+floor is what a new real subject scores, not slices adjacent to the ones trained on. medgan reaches each
+count in `ceil(count / batch)` steps: `medgan train` runs to the first count and `medgan train --resume`
+(which restores the run exactly) goes on to each next one, so its checkpoints sit at those steps. The stock
+peer keeps its generator at the first step that reaches each count (`stock --images`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import math
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from typing import Any
+
+import torch
+
+from benchmarks.study.common import REPO, SCRIPT, log, resolve_device
+from benchmarks.study.runs import study_overrides, summarise_run, tail, wait_all
+from benchmarks.study.stock import STOCK, stock_checkpoint_path
+
+IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
+
+
+def plan_steps(counts: list[int], batch_size: int) -> list[dict[str, int]]:
+    """For each count (sorted, repeats dropped): the steps that reach it at `batch_size` images a step and the
+    images those steps see (the count rounded up to a whole batch)."""
+    if not counts or min(counts) < 1:
+        raise SystemExit(f"--images: counts must be positive, not {counts}")
+    plan = []
+    for count in sorted(set(counts)):
+        steps = math.ceil(count / batch_size)
+        plan.append({"images": count, "steps": steps, "images_seen": steps * batch_size})
+    return plan
+
+
+def subject_of(path: str) -> str | None:
+    """The subject a data folder's image file holds (its name without the image suffix), None for other files."""
+    name = os.path.basename(path)
+    return next((name[: -len(s)] for s in IMAGE_SUFFIXES if name.endswith(s)), None)
+
+
+def split_by_subject(data: str, holdout: list[str], out: str) -> dict[str, Any]:
+    """Copy the subjects of `data` into OUT/data_train and OUT/data_heldout (each image with its sidecar);
+    `holdout` names the held-out ones. Returns both folders and their subjects."""
+    files = {subject_of(p): p for p in sorted(glob.glob(os.path.join(data, "*"))) if subject_of(p)}
+    unknown = sorted(set(holdout) - set(files))
+    if unknown:
+        raise SystemExit(f"--holdout {' '.join(unknown)}: no such subject in {data} (it has {', '.join(files)})")
+    if not holdout or len(set(holdout)) == len(files):
+        raise SystemExit(f"--holdout must name at least one and not all of the subjects of {data}: {', '.join(files)}")
+    split: dict[str, Any] = {}
+    for part, keep in (("train", lambda s: s not in holdout), ("heldout", lambda s: s in holdout)):
+        folder = os.path.join(out, f"data_{part}")
+        shutil.rmtree(folder, ignore_errors=True)
+        os.makedirs(folder)
+        subjects = [s for s in files if keep(s)]
+        for subject in subjects:
+            shutil.copy2(files[subject], folder)
+            sidecar = os.path.join(data, f"{subject}.json")
+            if os.path.exists(sidecar):
+                shutil.copy2(sidecar, folder)
+        split[part] = {"folder": folder, "subjects": subjects}
+    return split
+
+
+def medgan_command(args: argparse.Namespace, seed: int, run_dir: str, plan: list[dict], sets: list[str]) -> list[str]:
+    """One shell line: `medgan train` to the first count, then `--resume` to each next count."""
+    lines = []
+    for i, point in enumerate(plan):
+        command = [sys.executable, "-m", "medgan", "train", "-c", args.config, "--run-dir", run_dir]
+        command += ["--resume"] if i else []
+        for item in [*sets, *args.set, f"seed={seed}", f"train.steps={point['steps']}"]:
+            command += ["--set", item]
+        lines.append(shlex.join(command))
+    return ["bash", "-c", "set -e; " + " && ".join(lines)]
+
+
+def stock_command(args: argparse.Namespace, seed: int, run_dir: str, data: str, plan: list[dict]) -> list[str]:
+    command = [sys.executable, str(SCRIPT), "stock", "--data", data, "--config", args.config, "--out", run_dir,
+               "--seed", str(seed), "--device", resolve_device(args.device).type,
+               "--images", *(str(p["images"]) for p in plan)]  # fmt: skip
+    for item in args.set:
+        command += ["--set", item]
+    return command
+
+
+def _checkpoints(kind: str, run_dir: str, plan: list[dict]) -> dict[str, dict[str, Any]]:
+    """The checkpoint of each count that the run left (None where it is missing)."""
+    found = {}
+    for point in plan:
+        if kind == "medgan":
+            path = os.path.join(run_dir, "checkpoints", f"step_{point['steps']:07d}.pt")
+            seen = point["images_seen"]
+        else:
+            path = stock_checkpoint_path(run_dir, point["images"])
+            seen = None
+            if os.path.exists(path):  # the first step at or past the count: a whole batch of the real set more
+                seen = int(torch.load(path, map_location="cpu", weights_only=True).get("images_seen", -1))
+        found[str(point["images"])] = {"path": path if os.path.exists(path) else None, "images_seen": seen}
+    return found
+
+
+def train_all(args: argparse.Namespace, out: str, data: str, plan: list[dict]) -> dict[str, dict[str, dict]]:
+    """Every medgan and stock seed, all at once, each to the largest count. Returns {kind: {seed: run}}."""
+    sets = [item for item in study_overrides(data, None, args.log_every, 10**7) if not item.startswith("train.steps")]
+    sets += ["train.keep_checkpoints=1000", f"train.checkpoint_every_steps={10**7}"]  # only the counts' own
+    if args.device != "auto":
+        sets.append(f"train.device={args.device}")
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), *filter(None, [env.get("PYTHONPATH")])])
+    env["PYTHONUNBUFFERED"] = "1"
+    jobs = len(args.seeds) + len(args.stock_seeds)
+    if "OMP_NUM_THREADS" not in env:  # share the cores instead of every process taking all of them
+        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // max(1, jobs)))
+    procs: dict[tuple[str, int], dict[str, Any]] = {}
+    for kind, seed in [*(("medgan", s) for s in args.seeds), *(("stock", s) for s in args.stock_seeds)]:
+        name = f"seed{seed}" if kind == "medgan" else f"stock{seed}"
+        run_dir, log_path = os.path.join(out, name), os.path.join(out, f"{name}.log")
+        if os.path.exists(run_dir):
+            if not args.overwrite:
+                raise SystemExit(f"{run_dir} exists; pass --overwrite or choose another --out")
+            shutil.rmtree(run_dir)
+        if kind == "medgan":
+            command = medgan_command(args, seed, run_dir, plan, sets)
+        else:
+            command = stock_command(args, seed, run_dir, data, plan)
+        fh = open(log_path, "w")  # noqa: SIM115 - closed when the process ends
+        proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=fh, stderr=subprocess.STDOUT,
+                                start_new_session=True)  # fmt: skip
+        procs[(kind, seed)] = {"proc": proc, "log": fh, "began": time.monotonic(), "run_dir": run_dir,
+                               "log_path": log_path, "command": command}  # fmt: skip
+    kill_after = args.kill_after if args.kill_after is not None else 6 * 3600.0
+    log(f"training {len(procs)} run(s) to {plan[-1]['images']} images ({len(args.seeds)} medgan, "
+        f"{len(args.stock_seeds)} stock); kill timer {kill_after:.0f} s")  # fmt: skip
+    killed = wait_all(procs, kill_after)
+    runs: dict[str, dict[str, dict]] = {"medgan": {}, "stock": {}}
+    for (kind, seed), p in procs.items():
+        code = p["proc"].wait()
+        p["log"].close()
+        checkpoints = _checkpoints(kind, p["run_dir"], plan)
+        complete = all(c["path"] for c in checkpoints.values())
+        run = {
+            "status": "ok" if code == 0 and complete else ("killed" if (kind, seed) in killed else "failed"),
+            "returncode": code,
+            "wall_s": round(p.get("wall_s", time.monotonic() - p["began"]), 2),
+            "run_dir": p["run_dir"],
+            "log": p["log_path"],
+            "command": " ".join(p["command"]),
+            "checkpoints": checkpoints,
+        }
+        if kind == "medgan":
+            run["training"] = summarise_run(p["run_dir"])
+        if run["status"] != "ok":
+            run["log_tail"] = tail(p["log_path"])
+        runs[kind][str(seed)] = run
+        log(f"{kind} seed {seed}: {run['status']} (exit {code}) after {run['wall_s']:.0f} s")
+    return runs
+
+
+def describe(plan: list[dict], split: dict[str, Any], batch_size: int) -> dict[str, Any]:
+    """What the JSON says about the counts and the split."""
+    return {
+        "counts": plan,
+        "medgan_batch_size": batch_size,
+        "stock_batch": f"min({STOCK['batch_size']}, training slices): every stock step sees the whole training set",
+        "split": split,
+        "split_note": "by subject: the models train on the training subjects only; the floor is the held-out "
+        "subjects' slices against the training slices, at the same sample sizes as each generated set",
+    }
+
+
+def run_seen(args: argparse.Namespace, report: dict[str, Any], out: str, write) -> int:
+    """The whole images-seen study into `report` (saved by `write` after every stage); 0 when anything scored."""
+    from benchmarks.study.common import study_config
+    from benchmarks.study.seen_figure import write_curves
+    from benchmarks.study.seen_score import LEAD_TAG, build_reference, print_seen_table, score_all, summary_rows
+    from medgan.tasks.networks import check_networks
+
+    if not args.seeds and not args.stock_seeds:
+        raise SystemExit("nothing to train: give --seeds, --stock-seeds or both")
+    split = split_by_subject(os.path.abspath(args.data), args.holdout, out)
+    cfg = study_config(args.config, split["train"]["folder"], list(args.set), seed=(args.seeds or [0])[0])
+    check_networks(cfg)  # a typo or an impossible size fails here, not in every run
+    if cfg.task != "unconditional":
+        raise SystemExit(f"the study draws samples from noise: task must be unconditional, not {cfg.task}")
+    plan = plan_steps(args.images, cfg.train.batch_size)
+    report["images_seen"] = describe(plan, split, cfg.train.batch_size)
+    reference: dict[str, Any] = {}
+    report["reference"] = reference
+    ref = build_reference(args, split, reference)  # first: a data or extractor problem fails before training
+    reference["floor"] = ref.floor
+    reference["slice_floor"] = {"fd": ref.slice_floor, "note": "as many random training slices as held-out ones "
+                                "against the other training slices: adjacent slices fall on both sides"}  # fmt: skip
+    reference["correlation"] = ref.correlation
+    reference["samples_per_set"] = ref.n_samples
+    write()
+    began = time.monotonic()
+    report["runs"] = train_all(args, out, split["train"]["folder"], plan)
+    report["timing"]["train_wall_s"] = round(time.monotonic() - began, 2)
+    write()
+    began = time.monotonic()
+    report["scores"] = score_all(args, report["runs"], ref, write)
+    report["timing"]["eval_s"] = round(time.monotonic() - began, 2)
+    report["summary"] = summary_rows(report)
+    if args.figure:
+        tag = LEAD_TAG if LEAD_TAG in ref.extractors else next(iter(ref.extractors))
+        write_curves(args.figure, report, tag)
+        report["figure"] = {"path": os.path.abspath(args.figure), "extractor": tag}
+    write()
+    print_seen_table(report)
+    return 0 if any("error" not in row for row in report["summary"]) else 1
