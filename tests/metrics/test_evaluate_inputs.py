@@ -61,7 +61,7 @@ def test_slices_per_plane_is_refused_when_3d_sets_are_scored_natively(
     # random_cnn builds a 3D network, so auto scores 3D sets natively: no slice is ever taken
     status, _, err = run_cli(
         "evaluate", "--real", sets_3d / "real", "--fake", sets_3d / "fake", "--out", tmp_path / "r",
-        "--metrics", "fd", "--mode", mode, "--slices-per-plane", 4, "--no-progress",
+        "--metrics", "fd", "--mode", mode, "--slices-per-plane", 4, "--no-progress", "--extractor", "random_cnn",
     )  # fmt: skip
     line = one_error_line(status, err)
     assert "--slices-per-plane applies to 2.5D scoring only" in line
@@ -86,16 +86,17 @@ def test_slices_per_plane_is_refused_for_2d_sets_and_without_features(
 def test_slices_per_plane_is_used_in_2_5d_and_its_default_needs_no_option(sets_3d, tmp_path):
     record = evaluate.evaluate_sets(
         sets_3d / "real", sets_3d / "fake", tmp_path / "a", metrics=["fd"], mode="2.5d",
-        extractor_options={"input_size": 32}, slices_per_plane=2, progress=False,
+        extractor_options={"input_size": 32}, slices_per_plane=2, progress=False, extractor="random_cnn",
     )  # fmt: skip
     assert record["options"]["slices_per_plane"] == 2 and record["extractor"]["slices_per_plane"] == 2
     record = evaluate.evaluate_sets(
         sets_3d / "real", sets_3d / "fake", tmp_path / "b", metrics=["fd"], mode="2.5d",
-        extractor_options={"input_size": 32}, progress=False,
+        extractor_options={"input_size": 32}, progress=False, extractor="random_cnn",
     )  # fmt: skip
     assert record["options"]["slices_per_plane"] == 32  # the documented default
     with pytest.raises(ConfigError, match="--slices-per-plane applies to 2.5D scoring only"):
-        evaluate.evaluate_sets(sets_3d / "real", sets_3d / "fake", tmp_path / "c", metrics=["fd"], slices_per_plane=8)
+        evaluate.evaluate_sets(sets_3d / "real", sets_3d / "fake", tmp_path / "c", metrics=["fd"], slices_per_plane=8,
+                               extractor="random_cnn")  # fmt: skip
     with pytest.raises(ConfigError, match="--slices-per-plane must be 0 .every slice. or more; got -1"):
         evaluate.evaluate_sets(
             sets_3d / "real", sets_3d / "fake", tmp_path / "d", metrics=["fd"], mode="2.5d", slices_per_plane=-1

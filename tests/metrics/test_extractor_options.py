@@ -128,7 +128,7 @@ def test_preprocessing_of_a_file_extractor_is_recorded(three_channel_files, tmp_
         "evaluate", "--real", real, "--fake", fake, "--out", tmp_path / "o", "--metrics", "fd", "--no-progress",
         "--extractor-file", program, "--extractor-sha256", _sha(program), "--extractor-option", "in_channels=3",
         "--extractor-option", "input_size=64", "--extractor-option", "input_mean=0.25",
-        "--extractor-option", "input_std=0.5",
+        "--extractor-option", "input_std=0.5", "--extractor", "file",
     )  # fmt: skip
     assert status == 0, err
     extractor = json.loads((tmp_path / "o" / "metrics.json").read_text())["extractor"]

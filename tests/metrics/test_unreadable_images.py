@@ -28,7 +28,7 @@ def test_a_truncated_image_is_skipped_and_reported(tmp_path, run_cli):
     fake = write_set(tmp_path / "fake", [10, 11, 12])
     status, stdout, err = run_cli(
         "evaluate", "--real", real, "--fake", fake, "--out", tmp_path / "r", "--metrics", "fd,intensity,diversity",
-        "--no-progress",
+        "--no-progress", "--extractor", "random_cnn",
     )  # fmt: skip
     assert status == 0, err
     assert "fd_random_cnn" in stdout
