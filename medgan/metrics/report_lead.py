@@ -7,12 +7,13 @@ a reader sees copies and failures without trusting a number.
 from __future__ import annotations
 
 import html
+import math
 
 import numpy as np
 
 from medgan.metrics.graphics import png_data_uri
 
-__all__ = ["LEAD_STYLE", "floors_table", "lead_section"]
+__all__ = ["LEAD_STYLE", "floors_table", "lead_section", "separation_svg"]
 
 LEAD_SAMPLES = 8  # generated thumbnails on the first screen
 LEAD_STYLE = """.lead{display:flex;flex-wrap:wrap;gap:18px;align-items:flex-start}
@@ -70,6 +71,50 @@ def floors_table(record: dict, tags: list[str]) -> str:
     return f"<table>{''.join(rows)}</table>{note}"
 
 
+def separation_svg(separation: dict, tags: list[str]) -> str:
+    """The extractor-separation figure: one row per extractor on a log axis of FD relative to the gap between two
+    real halves, a blue dot at 1 (real half against real half) joined to a red dot at the generated set's
+    ratio. The further right the red dot, the more the extractor sees what separates the generated set from real
+    data; a red dot near the blue one means the extractor cannot tell them apart. Empty without separations."""
+    rows = [(t, separation[t]) for t in tags if (separation.get(t) or {}).get("ratio") is not None]
+    if not rows:
+        return ""
+    width, left, right, row_h, top = 360, 128, 34, 30, 22
+    high = math.log10(max(10.0, 1.5 * max(max(r["ratio"], 1.0) for _, r in rows)))
+    low = math.log10(min(0.5, 0.8 * min(r["ratio"] for _, r in rows)))
+
+    def sx(value: float) -> float:
+        return left + (math.log10(max(value, 10**low)) - low) / (high - low) * (width - left - right)
+
+    height = top + row_h * len(rows) + 34
+    parts = []
+    for tick in (t for e in range(math.floor(low), math.ceil(high) + 1) for t in (10**e,) if low <= e <= high):
+        x = sx(tick)
+        parts.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{top - 6}" y2="{height - 30}" stroke="#eee"/>')
+        parts.append(f'<text x="{x:.1f}" y="{height - 18}" font-size="10" text-anchor="middle">{tick:g}x</text>')
+    for i, (tag, sep) in enumerate(rows):
+        y = top + row_h * i + row_h / 2
+        x0, x1 = sx(1.0), sx(sep["ratio"])
+        parts += [
+            f'<text x="{left - 8}" y="{y + 4:.1f}" font-size="10" text-anchor="end">{html.escape(tag)}</text>',
+            f'<line x1="{x0:.1f}" x2="{x1:.1f}" y1="{y:.1f}" y2="{y:.1f}" stroke="#999" stroke-width="2"/>',
+            f'<circle cx="{x0:.1f}" cy="{y:.1f}" r="5" fill="#1f77b4"><title>FD(real half, real half) '
+            f"{sep['real_halves_fd']:.4g}</title></circle>",
+            f'<circle cx="{x1:.1f}" cy="{y:.1f}" r="5" fill="#d62728"><title>FD(real half, generated) '
+            f"{sep['real_generated_fd']:.4g}</title></circle>",
+            f'<text x="{min(x1 + 8, width - right):.1f}" y="{y - 7:.1f}" font-size="10">{sep["ratio"]:.3g}x</text>',
+        ]
+    parts.append(
+        f'<text x="{left + (width - left - right) / 2}" y="{height - 4}" font-size="11" text-anchor="middle">'
+        "FD / FD(real half, real half)</text>"
+    )
+    body = "".join(parts)
+    return (
+        f'<svg class="separation" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}">{body}</svg>'
+    )
+
+
 def _panels(record: dict, run) -> str:
     panels = record.get("nearest_training")
     if panels is None:
@@ -102,17 +147,15 @@ def _panels(record: dict, run) -> str:
 def lead_section(record: dict, run) -> str:
     """The report's first screen (see the module docstring)."""
     summary = record["summary"]
-    lines = summary["lines"]
     verdict = summary["verdict"] or "none"
-    headline, rest = (lines[0], lines[1:]) if lines else ("No feature metrics were computed.", [])
     leading = summary["extractor"]
     tags = ([leading] if leading else []) + [t for t in run.tags if t != leading]
-    left = [
-        f'<p class="verdict {verdict}">{html.escape(headline)}</p>',
-        '<ul class="lines">' + "".join(f"<li>{html.escape(line)}</li>" for line in rest) + "</ul>",
+    top = [
+        f'<p class="verdict {verdict}">{html.escape(summary["headline"])}</p>',
+        '<ul class="lines">' + "".join(f"<li>{html.escape(line)}</li>" for line in summary["notes"]) + "</ul>",
     ]
     if tags:
-        left += [
+        top += [
             "<p class='note'>generated / real-vs-real floor at equal sample sizes (ratio); separation: FD(real half, "
             "generated) / FD(real half, real half)</p>",
             floors_table(record, tags),
@@ -121,5 +164,12 @@ def lead_section(record: dict, run) -> str:
     picks = np.unique(np.linspace(0, n - 1, min(LEAD_SAMPLES, n)).round().astype(int))
     names = [run.fake.images.name(int(i)) for i in picks]
     samples = "".join(_thumb(run.fake.views[i], name) for i, name in zip(picks, names, strict=True))
-    below = f'<div><h3>Generated samples</h3><div class="small">{samples}</div></div><div>{_panels(record, run)}</div>'
-    return "".join(left) + f'<div class="lead">{below}</div>'
+    figure = separation_svg(record.get("extractor_separation", {}), tags)
+    if figure:
+        figure = (
+            f"<h3>Extractor separation</h3>{figure}<p class='note'>Blue: two real halves (1x); red: a real half "
+            "against the generated set. Further right: the extractor sees more of what sets the generated set apart."
+            "</p>"
+        )
+    left = f'<div><h3>Generated samples</h3><div class="small">{samples}</div>{figure}</div>'
+    return "".join(top) + f'<div class="lead">{left}<div>{_panels(record, run)}</div></div>'

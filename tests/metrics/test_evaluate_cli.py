@@ -86,7 +86,9 @@ def test_sets_end_to_end_writes_named_metrics_and_a_self_contained_report(sets_2
     pngs = re.findall(r"data:image/png;base64,([A-Za-z0-9+/=]+)", page)
     assert len(pngs) >= 2 * 12 + 2 * 8  # two sample grids and the suspicious pairs
     assert all(base64.b64decode(p).startswith(b"\x89PNG\r\n\x1a\n") for p in pngs)
-    assert page.count("<svg") == 4 and "near-copy" in page and "copy002.nii.gz" in page
+    # histogram, two PRDC scatters, the memorization histogram and the extractor-separation figure
+    assert page.count("<svg") == 5 and page.count('<svg class="separation"') == 1
+    assert "near-copy" in page and "copy002.nii.gz" in page
     image = pytest.importorskip("PIL.Image")
     import io
 
