@@ -67,8 +67,8 @@ def _options(pairs: tuple[str, ...]) -> dict:
     "--extractor",
     default="auto",
     show_default=True,
-    help="Comma-separated random_cnn, efficientnet_lite0, file; auto: every installed offline one, side by side "
-    "(and --extractor-file's).",
+    help="auto: every installed offline extractor side by side (random_cnn, efficientnet_lite0 when installed, "
+    "and --extractor-file's); or a comma-separated subset of random_cnn, efficientnet_lite0, file.",
 )
 @click.option("--extractor-file", type=click.Path(path_type=str), help="TorchScript / torch.export / state-dict file.")
 @click.option("--extractor-sha256", help="Expected SHA-256 of --extractor-file (required with it).")
@@ -112,10 +112,15 @@ def evaluate(**kw) -> None:
     Pairs: medgan evaluate --pairs pairs.csv --out REPORT_DIR [--data-range 4095]
 
     Writes REPORT_DIR/metrics.json and a self-contained REPORT_DIR/report.html. Feature-based
-    numbers are keyed by the extractor (fd_random_cnn, ...): they are not Inception FIDs. Every
-    distribution metric comes with its real-vs-real floor at the same sample sizes (--real-b, else
-    --train, else two halves of --real) and the ratio; the summary printed first says whether the
-    generated set is near its floor on the most discriminative extractor. See docs/evaluation.md.
+    numbers are keyed by the extractor (fd_random_cnn, ...): they are not Inception FIDs. By default
+    every installed offline extractor runs, side by side. Every distribution metric comes with its
+    real-vs-real floor at the same sample sizes (--real-b, else --train, else two halves of --real)
+    and the ratio. The summary printed first says whether the generated set is near its floor (FD
+    within 2.5x, precision and recall at least 0.5x the floor's) on the most discriminative
+    extractor: the one whose FD puts the generated set furthest beyond the gap between two real
+    halves (its separation). The report's first screen shows the same, the separation figure, and
+    with --train the generated samples beside their nearest training images. See
+    docs/evaluation.md.
     """
     metrics = [m.strip() for m in kw["metrics"].split(",") if m.strip()] if kw["metrics"] else None
     window = _window(kw["window"])
