@@ -101,7 +101,9 @@ def _options(pairs: tuple[str, ...]) -> dict:
 @click.option("--nearest-k", default=5, show_default=True, help="k of the precision/recall/density/coverage balls.")
 @click.option("--kid-subset-size", default=1000, show_default=True)
 @click.option("--kid-subsets", default=100, show_default=True)
-@click.option("--seed", default=0, show_default=True, help="Seed of every random choice (subsets, pairs, voxels).")
+@click.option(
+    "--seed", default=0, show_default=True, help="Seed of every random choice (subsets, pairs, voxels, floor halves)."
+)
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 @click.option("--overwrite", is_flag=True, help="Replace --out if it exists (never an input or a folder holding one).")
 def evaluate(**kw) -> None:
