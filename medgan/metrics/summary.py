@@ -88,8 +88,8 @@ def _where(leading: str, order: list[str], separation: dict) -> str:
         return f"Read on {leading}, the more discriminative extractor here (separation {listed})."
     return (
         f"Read on {leading}; no extractor puts the generated set more than {NEAR_FLOOR_RATIO:g}x further from the "
-        f"real set than two real halves are from each other (separation {listed}), so no extractor here sees "
-        "much: trust the pictures more than the numbers."
+        f"real set than two real halves are from each other (separation {listed}): either it is as close to real "
+        "data as real data is, or these extractors are blind to what differs; the pictures decide."
     )
 
 
