@@ -80,6 +80,8 @@ def test_sets_end_to_end_writes_named_metrics_and_a_self_contained_report(sets_2
     flagged = {(f["fake"], f["train_pixel_match"]) for f in memo["flagged_samples"]}
     assert flagged == {("copy002.nii.gz", "s002.nii.gz"), ("copy007.nii.gz", "s007.nii.gz")}
     assert "fd_random_cnn" in stdout and str(out / "report.html") in stdout
+    assert stdout.splitlines()[0] == record["summary"]["headline"]  # the verdict against the floor comes first
+    assert record["floor"]["reference"] == "train" and record["summary"]["extractor"] == "random_cnn"
 
     page = (out / "report.html").read_text()
     assert not re.search(r"(src|href)=\"(https?:|//|file:)", page) and "<script" not in page
@@ -300,6 +302,12 @@ def test_usage_mistakes_are_one_line(sets_2d, tmp_path, run_cli):
     )
     status, _, err = run_cli(*base, "--out", tmp_path / "o", "--window", "400")
     assert "expected LOW,HIGH" in one_error_line(status, err)
+    status, _, err = run_cli(*base, "--out", tmp_path / "o", "--extractor", "auto,random_cnn")
+    assert "auto already means every installed extractor" in one_error_line(status, err)
+    status, _, err = run_cli(*base, "--out", tmp_path / "o", "--extractor", "random_cnn,effnet")
+    assert "unknown feature extractor 'effnet'" in one_error_line(status, err)
+    status, _, err = run_cli(*base, "--out", tmp_path / "o", "--real-b", sets_2d / "real", "--metrics", "diversity")
+    assert "--real-b serves the real-vs-real floors of fd, intensity, kid, prdc" in one_error_line(status, err)
     (tmp_path / "exists").mkdir()
     status, _, err = run_cli(*base, "--out", tmp_path / "exists", "--metrics", "intensity", "--no-progress")
     assert "already exists; pass --overwrite" in one_error_line(status, err)
