@@ -15,6 +15,11 @@ from a handful of subjects without mode collapse, over several seeds, and how cl
         --config configs/synth2d_64.yaml --seeds 0 --stock-seeds 0 --images 10000 25000 50000 \
         [--holdout colin27] [--figure docs/figures/small_data_images_cpu64.png]
 
+    # redraw those curves from saved JSON, the same study with other settings beside (green), and print the
+    # per-count comparison (mean over seeds and every seed's FD / floor, precision, recall)
+    python benchmarks/small_data_study.py figure seen_out/small_data_study.json --out curves.png \
+        [--label "as shipped"] [--variant "ADA speed 100k=ada_out/small_data_study.json" ...]
+
 `--images` (benchmarks/study/seen.py, seen_score.py): the data folder is split by subject (`--holdout`,
 default colin27: the floor is a new real subject's slices); medgan trains to each count in ceil(count /
 batch) steps (`medgan train`, then `--resume` to the next count) and the stock peer keeps its generator at
@@ -192,6 +197,41 @@ def run(args: argparse.Namespace) -> int:
     return status
 
 
+def figure(args: argparse.Namespace) -> int:
+    """Redraw the images-seen curves from saved reports, with variants beside, and print the comparison table."""
+    from benchmarks.study.seen_figure import compare_rows, print_compare, write_curves
+    from benchmarks.study.seen_score import LEAD_TAG
+
+    def load(path: str) -> dict[str, Any]:
+        try:
+            with open(path) as fh:
+                report = json.load(fh)
+        except (OSError, ValueError) as err:
+            raise SystemExit(f"{path}: cannot read the study's JSON ({err})") from err
+        if "scores" not in report or "floor" not in report.get("reference", {}):
+            raise SystemExit(f"{path}: not a scored images-seen study (run --images writes one)")
+        return report
+
+    base = load(args.report)
+    variants = {}
+    for item in args.variant:
+        label, sep, path = item.partition("=")
+        if not sep or not label or not path:
+            raise SystemExit(f"--variant {item}: expected LABEL=REPORT.json")
+        variants[label] = load(path)
+    tag = args.extractor or (
+        LEAD_TAG if LEAD_TAG in base["reference"]["floor"] else next(iter(base["reference"]["floor"]))
+    )
+    if tag not in base["reference"]["floor"]:
+        raise SystemExit(f"--extractor {tag}: the report scored {', '.join(base['reference']['floor'])}")
+    write_curves(args.out, base, tag, variants, base_label=f"medgan, {args.label}")
+    reports = {args.label: (base, "medgan"), **{k: (v, "medgan") for k, v in variants.items()},
+               "stock DCGAN": (base, "stock")}  # fmt: skip
+    print_compare(compare_rows(reports, tag))
+    print(f"wrote {args.out} ({tag})")
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -247,7 +287,21 @@ def main() -> int:
     t.add_argument("--minutes", type=float, default=0.0, help="training time, from the start of the process")
     t.add_argument("--images", type=int, nargs="+", help="train to the largest count instead, G kept at each")
     t.add_argument("--device", default="cuda")
+    f = sub.add_parser("figure", help="redraw the images-seen curves from saved JSON, variants beside, and compare")
+    f.add_argument("report", help="the JSON of a run --images study (its medgan and stock seeds, its floor)")
+    f.add_argument("--out", required=True, help="the PNG to write")
+    f.add_argument("--label", default="as shipped", help="what the report's medgan runs are")
+    f.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="LABEL=JSON",
+        help="the same study with other settings (same split and floor): its medgan seeds in green",
+    )
+    f.add_argument("--extractor", help="default: efficientnet_lite0 when scored")
     args = parser.parse_args()
+    if args.command == "figure":
+        return figure(args)
     if args.command == "prepare":
         return prepare(args)
     if args.command == "stock":

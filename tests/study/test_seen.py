@@ -61,3 +61,64 @@ def test_mean_pairwise_correlation_matches_numpy():
     assert mean_pairwise_correlation(torch.from_numpy(images)) == pytest.approx(expected, abs=1e-6)
     same = torch.from_numpy(np.repeat(images[:1], 4, axis=0))
     assert mean_pairwise_correlation(same) == pytest.approx(1.0, abs=1e-6)  # a collapsed set
+
+
+def _report(floor_fd: float, fds: dict[str, dict[int, list[float]]]) -> dict:
+    """A scored images-seen report: fds[kind][count] lists each seed's FD (precision and recall follow from it)."""
+    scores: dict = {}
+    for kind, per_count in fds.items():
+        for count, values in per_count.items():
+            for seed, fd in enumerate(values):
+                scores.setdefault(kind, {}).setdefault(str(seed), {})[str(count)] = {
+                    "images_seen": count,
+                    "efficientnet_lite0": {
+                        "fd": fd,
+                        "fd_over_floor": fd / floor_fd,
+                        "precision": 1 / fd,
+                        "recall": 2 / fd,
+                    },
+                }
+    return {
+        "scores": scores,
+        "reference": {"floor": {"efficientnet_lite0": {"fd": floor_fd, "recall": 0.1}}},
+        "images_seen": {"counts": [{"images": c} for c in (10_000, 25_000)]},
+    }
+
+
+def test_compare_rows_average_each_count_over_its_seeds_and_the_figure_takes_variants(tmp_path):
+    from PIL import Image
+
+    from benchmarks.study.seen_figure import compare_rows, nice_ticks, write_curves
+
+    base = _report(100.0, {"medgan": {10_000: [300.0, 200.0, 250.0], 25_000: [150.0, 120.0, 90.0]},
+                           "stock": {10_000: [400.0], 25_000: [350.0]}})  # fmt: skip
+    variant = _report(100.0, {"medgan": {10_000: [260.0, 240.0], 25_000: [80.0, 110.0]}})
+    rows = compare_rows({"base": (base, "medgan"), "ada": (variant, "medgan"), "stock": (base, "stock")},
+                        "efficientnet_lite0")  # fmt: skip
+    by = {(r["label"], r["images"]): r for r in rows}
+    assert set(by) == {(k, c) for k in ("base", "ada", "stock") for c in (10_000, 25_000)}
+    assert by[("base", 25_000)]["fd_over_floor"]["mean"] == pytest.approx(np.mean([1.5, 1.2, 0.9]))
+    assert by[("base", 25_000)]["fd_over_floor"]["values"] == pytest.approx([1.5, 1.2, 0.9])
+    assert by[("ada", 10_000)]["recall"]["mean"] == pytest.approx(np.mean([2 / 260, 2 / 240]))
+    assert by[("stock", 10_000)]["seeds"] == [0]
+
+    out = tmp_path / "curves.png"
+    write_curves(str(out), base, "efficientnet_lite0", {"ada": variant})
+    pixels = np.asarray(Image.open(out).convert("RGB"))
+    green = np.all(pixels == (20, 140, 70), axis=-1).sum()
+    blue = np.all(pixels == (31, 94, 180), axis=-1).sum()
+    assert green > 50 and blue > 50  # the variant's lines are drawn beside the base's
+    write_curves(str(out), base, "efficientnet_lite0")
+    pixels = np.asarray(Image.open(out).convert("RGB"))
+    assert np.all(pixels == (20, 140, 70), axis=-1).sum() == 0
+
+    with pytest.raises(SystemExit, match="floor"):  # another split or sample size cannot share the axes
+        write_curves(str(out), base, "efficientnet_lite0", {"other": _report(90.0, {"medgan": {10_000: [1.0]}})})
+
+    for high in (0.7, 1.0, 107.5, 348.9 * 1.05):
+        ticks = nice_ticks(high)
+        assert ticks[0] == 0 and ticks[-1] >= high and 3 <= len(ticks) <= 6
+        steps = np.diff(ticks)
+        assert np.allclose(steps, steps[0])
+        mantissa = steps[0] / 10 ** np.floor(np.log10(steps[0]))
+        assert any(np.isclose(mantissa, m) for m in (1, 2, 2.5, 5))
