@@ -166,11 +166,14 @@ def test_sigterm_mid_write_leaves_nothing(tmp_path, number):
     output = tmp_path / "out"
     output.mkdir()
     source = os.path.join(NIB_DATA, "anatomical.nii")
+    # as from a login shell: under `nohup` (SIGHUP ignored, which medgan then leaves alone) the child would
+    # inherit the ignored signal and sleep on
     process = subprocess.Popen(
         [sys.executable, "-c", SLOW_WRITER, "convert", source, str(output / "x.nii.gz")],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=lambda: [signal.signal(n, signal.SIG_DFL) for n in (signal.SIGTERM, signal.SIGHUP)],
     )
     assert process.stdout.readline().strip() == "writing"
     assert any(name.endswith(".partial.nii.gz") for name in os.listdir(output))
