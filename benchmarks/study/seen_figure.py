@@ -142,8 +142,8 @@ def compare_rows(reports: dict[str, tuple[dict[str, Any], str]], tag: str) -> li
 
 
 def print_compare(rows: list[dict[str, Any]]) -> None:
-    print(f"\n{'run':<22} {'images':>7}  {'FD/floor mean (seeds)':<30} {'precision':<24} {'recall':<24}")
+    print(f"\n{'run':<30} {'images':>7}  {'FD/floor mean (seeds)':<30} {'precision':<24} {'recall':<24}")
     for row in rows:
         cells = [f"{row[m]['mean']:.2f} (" + ", ".join(f"{v:.2f}" for v in row[m]["values"]) + ")"
                  for m in ("fd_over_floor", "precision", "recall")]  # fmt: skip
-        print(f"{row['label']:<22} {row['images']:>7}  {cells[0]:<30} {cells[1]:<24} {cells[2]:<24}")
+        print(f"{row['label']:<30} {row['images']:>7}  {cells[0]:<30} {cells[1]:<24} {cells[2]:<24}")
