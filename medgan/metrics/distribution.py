@@ -172,6 +172,8 @@ def kid(
     if n_subsets < 1 or subset_size < 2:
         raise ConfigError(f"KID needs n_subsets >= 1 and subset_size >= 2; got {n_subsets} and {subset_size}")
     size = min(subset_size, r.shape[0], f.shape[0])
+    if size == r.shape[0] == f.shape[0]:  # every subset is both whole sets: one value, no spread (not 1e-17)
+        n_subsets = 1
     subsets = list(kid_subsets(r.shape[0], f.shape[0], size, n_subsets, seed))
     if r.shape[0] * f.shape[0] <= 4096**2:
         values = _kid_from_whole_kernels(r, f, subsets, size)
