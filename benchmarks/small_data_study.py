@@ -200,7 +200,7 @@ def run(args: argparse.Namespace) -> int:
 def figure(args: argparse.Namespace) -> int:
     """Redraw the images-seen curves from saved reports, with variants beside, and print the comparison table."""
     from benchmarks.study.seen_figure import compare_rows, print_compare, write_curves
-    from benchmarks.study.seen_score import LEAD_TAG
+    from benchmarks.study.seen_score import lead_tag
 
     def load(path: str) -> dict[str, Any]:
         try:
@@ -219,9 +219,7 @@ def figure(args: argparse.Namespace) -> int:
         if not sep or not label or not path:
             raise SystemExit(f"--variant {item}: expected LABEL=REPORT.json")
         variants[label] = load(path)
-    tag = args.extractor or (
-        LEAD_TAG if LEAD_TAG in base["reference"]["floor"] else next(iter(base["reference"]["floor"]))
-    )
+    tag = args.extractor or lead_tag(base["reference"]["floor"])
     if tag not in base["reference"]["floor"]:
         raise SystemExit(f"--extractor {tag}: the report scored {', '.join(base['reference']['floor'])}")
     write_curves(args.out, base, tag, variants, base_label=f"medgan, {args.label}")

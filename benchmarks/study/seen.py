@@ -184,7 +184,7 @@ def run_seen(args: argparse.Namespace, report: dict[str, Any], out: str, write) 
     """The whole images-seen study into `report` (saved by `write` after every stage); 0 when anything scored."""
     from benchmarks.study.common import study_config
     from benchmarks.study.seen_figure import write_curves
-    from benchmarks.study.seen_score import LEAD_TAG, build_reference, print_seen_table, score_all, summary_rows
+    from benchmarks.study.seen_score import build_reference, lead_tag, print_seen_table, score_all, summary_rows
     from medgan.tasks.networks import check_networks
 
     if not args.seeds and not args.stock_seeds:
@@ -214,7 +214,7 @@ def run_seen(args: argparse.Namespace, report: dict[str, Any], out: str, write) 
     report["timing"]["eval_s"] = round(time.monotonic() - began, 2)
     report["summary"] = summary_rows(report)
     if args.figure:
-        tag = LEAD_TAG if LEAD_TAG in ref.extractors else next(iter(ref.extractors))
+        tag = lead_tag(ref.extractors)
         write_curves(args.figure, report, tag)
         report["figure"] = {"path": os.path.abspath(args.figure), "extractor": tag}
     write()

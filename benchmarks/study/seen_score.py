@@ -26,6 +26,12 @@ CORRELATION_TOLERANCE = 0.1  # |mean pairwise NCC of samples - of real slices| a
 LEAD_TAG = "efficientnet_lite0"  # the extractor the summary and the figure lead with
 
 
+def lead_tag(tags) -> str:
+    """The extractor to lead with among those scored: LEAD_TAG when it was, else the first."""
+    tags = list(tags)
+    return LEAD_TAG if LEAD_TAG in tags else tags[0]
+
+
 def frechet_distance(real: torch.Tensor, fake: torch.Tensor) -> float:
     from medgan.metrics.distribution import frechet_distance as fd
 
@@ -192,7 +198,7 @@ def print_seen_table(report: dict[str, Any]) -> None:
     if not tags:
         print(report.get("error", "nothing was scored"))
         return
-    tag = LEAD_TAG if LEAD_TAG in tags else tags[0]
+    tag = lead_tag(tags)
     other = [t for t in tags if t != tag]
     print(f"\n{'run':<10} {'images':>7} {'FD':>8} {'/floor':>7} {'/slices':>7} {'KID':>8} {'prec':>5} {'rec':>5} "
           + "".join(f"{'FD ' + t[:10]:>15}" for t in other) + f" {'corr':>6} {'vs real':>8}")  # fmt: skip
