@@ -1,9 +1,11 @@
 """Discriminators, in 2D and 3D: a residual one for the latent generators (`DISCRIMINATORS["resnet"]`) and
 MONAI's PatchGAN and multi-scale PatchGAN for image-to-image and label-map tasks.
 
-`resnet`: `forward(x, labels=None) -> logits [B]`. `patchgan`, `multiscale_patchgan`:
-`forward(x, labels=None) -> list of logit maps` (one per scale) and `forward_features(x) -> (logits, features)`,
-features[scale][layer] being the intermediate activations, for feature-matching losses.
+`resnet`: `forward(x, labels=None) -> logits [B]`; with `reconstruction_head`, `forward(x, labels,
+reconstruct=True) -> (logits, reconstruction)` (a self-supervised decoder, see `ReconstructionHead`).
+`patchgan`, `multiscale_patchgan`: `forward(x, labels=None) -> list of logit maps` (one per scale) and
+`forward_features(x) -> (logits, features)`, features[scale][layer] being the intermediate activations, for
+feature-matching losses.
 """
 
 from __future__ import annotations
@@ -54,6 +56,38 @@ class DownBlock(nn.Module):
         return (x + skip) * math.sqrt(0.5)
 
 
+class ReconstructionHead(nn.Module):
+    """A small decoder from the discriminator's features one level above its base (8x8 for square images) back to
+    an image `2**levels` times that size, trained to reproduce the real input (FastGAN's self-supervised
+    discriminator, Liu et al. 2021, "Towards Faster and Stabilized GAN Training for High-fidelity Few-shot Image
+    Synthesis"). A discriminator that must keep enough of a real image to redraw it cannot get by on the few
+    features that tell a small training set's images apart, so it overfits later.
+
+    Each level is a nearest-neighbour x2 upsampling and a 3x3 convolution, halving the channels; a linear 3x3
+    convolution gives the image. `target(x)` is the input average-pooled to the decoder's output size.
+    """
+
+    def __init__(self, spatial_dims: int, in_channels: int, out_channels: int, levels: int, equalized: bool) -> None:
+        super().__init__()
+        widths = [max(in_channels >> i, 8) for i in range(levels + 1)]
+        self.convs = nn.ModuleList(
+            EqualizedConv(spatial_dims, widths[i], widths[i + 1], 3, equalized=equalized) for i in range(levels)
+        )
+        self.to_image = EqualizedConv(spatial_dims, widths[-1], out_channels, 3, equalized=equalized)
+        self.factor = 2**levels
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        x = features
+        for conv in self.convs:
+            x = lrelu(conv(F.interpolate(x, scale_factor=2.0, mode="nearest")))
+        return self.to_image(x)
+
+    def target(self, images: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """`images` average-pooled to the spatial size of the reconstruction `like`."""
+        pool = F.adaptive_avg_pool2d if images.dim() == 4 else F.adaptive_avg_pool3d
+        return pool(images, like.shape[2:])
+
+
 @DISCRIMINATORS.register("resnet")
 class ResNetDiscriminator(nn.Module):
     """Residual discriminator matching the latent generators (StyleGAN2's "resnet" D), 2D or 3D.
@@ -61,6 +95,11 @@ class ResNetDiscriminator(nn.Module):
     Pools `image_size` down to a 4-voxel-per-axis base, appends the minibatch standard deviation, and ends in two
     linear layers. With `num_classes` > 0 it adds the projection term <embed(label), features> (Miyato & Koyama
     2018). Layers use an equalized learning rate, or spectral norm instead when `spectral_norm=True`.
+
+    With `reconstruction_head=True` a decoder redraws the (augmented) real input from the features one level
+    above the base; the objectives add `loss.d_reconstruction_weight` times its L1 error to the discriminator's
+    loss on real images (`ReconstructionHead`). `reconstruction_levels` x2 steps: 2 gives 32x32 from a 64x64
+    input.
     """
 
     kind = "latent"
@@ -77,11 +116,20 @@ class ResNetDiscriminator(nn.Module):
         mbstd_group_size: int = 4,  # samples per minibatch-stddev group; 0 turns the layer off
         mbstd_channels: int = 1,  # feature groups of the minibatch stddev (extra channels it appends)
         spectral_norm: bool = False,  # spectral norm on every conv/linear/embedding instead of equalized lr
+        reconstruction_head: bool = False,  # a self-supervised decoder of real inputs (FastGAN), see the class
+        reconstruction_levels: int = 2,  # its x2 steps up from the features one level above the base
     ) -> None:
         super().__init__()
         self.spatial_dims = check_spatial_dims(spatial_dims)
         self.image_size = resolve_image_size(image_size, spatial_dims)
         base_shape, steps = pyramid_plan(self.image_size, "resnet discriminator")
+        check_int("reconstruction_levels", reconstruction_levels)
+        if reconstruction_head and (steps < 2 or reconstruction_levels > steps - 1):
+            raise ConfigError(
+                f"resnet discriminator: a reconstruction head needs image_size {tuple(self.image_size)} at least "
+                f"16 per axis and reconstruction_levels ({reconstruction_levels}) at most {max(steps - 1, 1)}, so "
+                "that it decodes to at most the input size"
+            )
         default_base, default_max = LATENT_CHANNELS[spatial_dims]
         base_channels = check_int("base_channels", default_base if base_channels is None else base_channels)
         max_channels = check_int("max_channels", default_max if max_channels is None else max_channels)
@@ -105,6 +153,10 @@ class ResNetDiscriminator(nn.Module):
         self.out = EqualizedLinear(c0, 1, equalized=eq)
         self.embed = nn.Embedding(num_classes, c0) if num_classes > 0 else None
         self.projection_gain = 1.0 / math.sqrt(c0)  # keeps the projection term O(1) whatever the width
+        self.reconstruction = (
+            ReconstructionHead(spatial_dims, channels[1], in_channels, reconstruction_levels, eq)
+            if reconstruction_head else None
+        )  # fmt: skip
         if spectral_norm:
             apply_spectral_norm(self)
 
@@ -113,13 +165,29 @@ class ResNetDiscriminator(nn.Module):
         spatial = split_input_shape(shape, self.spatial_dims, self.in_channels, "resnet discriminator")
         check_equal(spatial, self.image_size, "resnet discriminator")
 
-    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        """Real/fake logits [B] for images [B, in_channels, *image_size] (and labels when class-conditional)."""
+    @property
+    def reconstructs(self) -> bool:
+        return self.reconstruction is not None
+
+    def reconstruction_error(self, images: torch.Tensor, decoded: torch.Tensor) -> torch.Tensor:
+        """Mean L1 between the head's `decoded` images and the `images` it saw, pooled to its size, in fp32."""
+        return F.l1_loss(decoded.float(), self.reconstruction.target(images.float(), decoded))
+
+    def forward(
+        self, x: torch.Tensor, labels: torch.Tensor | None = None, reconstruct: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Real/fake logits [B] for images [B, in_channels, *image_size] (and labels when class-conditional);
+        with `reconstruct` (a reconstruction head is needed), (logits, the head's reconstruction of x)."""
         self.check_input_size(x.shape)
         check_labels(labels, self.num_classes, "resnet discriminator")
+        if reconstruct and self.reconstruction is None:
+            raise ConfigError("resnet discriminator: reconstruct=True needs reconstruction_head=True")
         x = lrelu(self.from_image(x))
-        for block in self.blocks:
+        decoded = None
+        for index, block in enumerate(self.blocks):
             x = block(x)
+            if reconstruct and index == len(self.blocks) - 2:
+                decoded = self.reconstruction(x)
         if self.mbstd is not None:
             x = self.mbstd(x)
         x = lrelu(self.conv(x))
@@ -127,7 +195,7 @@ class ResNetDiscriminator(nn.Module):
         out = self.out(h).squeeze(1)
         if self.embed is not None:
             out = out + (self.embed(labels).to(h.dtype) * h).sum(dim=1) * self.projection_gain
-        return out
+        return (out, decoded) if reconstruct else out
 
 
 def _patch_norm(norm: str) -> str | tuple | None:

@@ -146,6 +146,8 @@ class LossConfig(Section):
     r1_gamma: float = Field(default=0.0, ge=0.0)  # R1 penalty weight on real images; 0 is off
     r1_interval_steps: int = Field(default=16, ge=1)  # lazy R1: every this many steps, scaled up to match
     gp_weight: float = Field(default=10.0, ge=0.0)  # wgan-gp gradient penalty weight
+    # L1 of a discriminator's self-supervised decoder on real inputs (resnet's reconstruction_head; else unused)
+    d_reconstruction_weight: float = Field(default=1.0, ge=0.0)
 
 
 class AugmentConfig(Section):

@@ -111,7 +111,8 @@ def _train(cfg: TrainConfig, dist: Dist, run_dir: str | None, resume: bool, name
     simulate = build.make_simulator(cfg, task, record, rank_seed)  # data.degrade: pairs made on the device
     objective = OBJECTIVES.build(cfg.task, nets=nets, options=cfg.loss, gan_loss=cfg.loss.gan, augment=augment,
                                  r1_gamma=cfg.loss.r1_gamma, r1_interval_steps=cfg.loss.r1_interval_steps,
-                                 gp_weight=cfg.loss.gp_weight, seed=rank_seed, device=device)  # fmt: skip
+                                 gp_weight=cfg.loss.gp_weight, reconstruction_weight=cfg.loss.d_reconstruction_weight,
+                                 seed=rank_seed, device=device)  # fmt: skip
     if dist.enabled:  # DistributedDataParallel: rank 0's weights to all, gradients averaged during backward
         objective.distribute(lambda net: dist.wrap(net, device))
     if cfg.train.compile:

@@ -49,6 +49,7 @@ class Objective:
         r1_gamma: float = 0.0,  # R1 weight; the regularizer is off at 0
         r1_interval_steps: int = 16,  # lazy R1 is scaled by this so its average strength is r1_gamma
         gp_weight: float = 10.0,  # wgan-gp penalty weight
+        reconstruction_weight: float = 1.0,  # L1 of a discriminator's reconstruction head on real inputs
         augment: Callable[[Tensor], Tensor] | None = None,  # applied to every discriminator input
         seed: int = 0,  # noise for latents and penalties (per process)
         device: str | torch.device = "cpu",
@@ -60,7 +61,7 @@ class Objective:
         self.nets = nets  # the modules themselves: parameters, state dicts, EMA
         self.eager: dict[str, Callable[..., Any]] = dict(nets)  # as called for penalties (DDP-wrapped when distributed)
         self.run: dict[str, Callable[..., Any]] = dict(nets)  # as called for the losses (also compiled, if asked)
-        self.gan_loss, self.gp_weight = gan_loss, gp_weight
+        self.gan_loss, self.gp_weight, self.reconstruction_weight = gan_loss, gp_weight, reconstruction_weight
         self.r1_gamma, self.r1_interval_steps = r1_gamma, r1_interval_steps
         self.augment = augment or (lambda x: x)
         self.noise = torch.Generator(device=device)
@@ -99,9 +100,17 @@ class Objective:
         return self.run[name](x, labels) if labels is not None else self.run[name](x)
 
     def _d_terms(self, name: str, real: Tensor, fake: Tensor, labels: Tensor | None = None) -> tuple[Tensor, Stats]:
-        real_logits = self._logits(name, real, labels)
+        error = None
+        if getattr(self.nets[name], "reconstructs", False):  # its self-supervised head redraws the reals it saw
+            seen = self.augment(real)
+            real_logits, decoded = self.run[name](seen, labels, reconstruct=True)
+            error = self.nets[name].reconstruction_error(seen, decoded)
+        else:
+            real_logits = self._logits(name, real, labels)
         fake_logits = self._logits(name, fake.detach(), labels)
         loss = losses.d_loss(self.gan_loss, real_logits, fake_logits)
+        if error is not None:
+            loss = loss + self.reconstruction_weight * error
         if self.gan_loss == "wgan-gp" and self.gp_weight > 0:
             eager = self.eager[name]
             with torch.autocast(self.device.type, enabled=False):
@@ -110,8 +119,11 @@ class Objective:
                     real, fake, generator=self.noise,
                 )  # fmt: skip
             loss = loss + self.gp_weight * penalty
-        return loss, {"real_sign": _mean_sign(real_logits), "real_logit": _mean(real_logits),
-                      "fake_logit": _mean(fake_logits)}  # fmt: skip
+        stats = {"real_sign": _mean_sign(real_logits), "real_logit": _mean(real_logits),
+                 "fake_logit": _mean(fake_logits)}  # fmt: skip
+        if error is not None:
+            stats["loss_recon"] = error.detach()
+        return loss, stats
 
     def _g_adv(self, name: str, fake: Tensor, labels: Tensor | None = None) -> Tensor:
         return losses.g_loss(self.gan_loss, self._logits(name, fake, labels))
