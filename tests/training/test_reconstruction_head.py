@@ -97,3 +97,14 @@ def test_a_run_with_the_head_logs_its_error_and_resumes_bit_for_bit(tiny_config,
     assert _tensors_equal({k: straight[k] for k in keys}, {k: resumed[k] for k in keys}) == []
     stats = (tmp_path / "straight" / "stats.jsonl").read_text()
     assert "loss_recon" in stats
+
+
+def test_the_reconstructing_forward_compiles_as_one_graph():
+    """synth2d_256.yaml compiles its networks; the head's path must trace without a graph break."""
+    d = _d(image_size=32)
+    compiled = torch.compile(d, backend="aot_eager", fullgraph=True)
+    x = torch.randn(4, 1, 32, 32)
+    logits, decoded = compiled(x, None, reconstruct=True)
+    (logits.sum() + d.reconstruction_error(x, decoded)).backward()
+    assert decoded.shape == (4, 1, 32, 32) and d.reconstruction.to_image.weight.grad is not None
+    torch._dynamo.reset()
