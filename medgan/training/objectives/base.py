@@ -95,18 +95,19 @@ class Objective:
         self.noise.set_state(state["noise"])
 
     # The adversarial pieces every task shares.
-    def _logits(self, name: str, x: Tensor, labels: Tensor | None = None) -> Any:
+    def _logits(self, name: str, x: Tensor, labels: Tensor | None = None, reconstruct: bool = False) -> Any:
+        """D's logits on augmented `x`; with `reconstruct`, (logits, its reconstruction head's error on what it saw)."""
         x = self.augment(x)
+        if reconstruct:
+            logits, decoded = self.run[name](x, labels, reconstruct=True)
+            return logits, self.nets[name].reconstruction_error(x, decoded)
         return self.run[name](x, labels) if labels is not None else self.run[name](x)
 
     def _d_terms(self, name: str, real: Tensor, fake: Tensor, labels: Tensor | None = None) -> tuple[Tensor, Stats]:
-        error = None
         if getattr(self.nets[name], "reconstructs", False):  # its self-supervised head redraws the reals it saw
-            seen = self.augment(real)
-            real_logits, decoded = self.run[name](seen, labels, reconstruct=True)
-            error = self.nets[name].reconstruction_error(seen, decoded)
+            real_logits, error = self._logits(name, real, labels, reconstruct=True)
         else:
-            real_logits = self._logits(name, real, labels)
+            real_logits, error = self._logits(name, real, labels), None
         fake_logits = self._logits(name, fake.detach(), labels)
         loss = losses.d_loss(self.gan_loss, real_logits, fake_logits)
         if error is not None:
