@@ -103,6 +103,7 @@ def run(args: argparse.Namespace) -> int:
         "minutes": args.minutes,
         "samples": args.samples,
         "user_overrides": list(args.set),
+        "truncation_psi": args.truncation,
         "warnings": [],
     }
     deadline = None if args.budget_s is None else began + args.budget_s
@@ -272,6 +273,19 @@ def main() -> int:
     r.add_argument("--save-samples", action="store_true", help="keep 64 samples per seed as uint8 tensors")
     r.add_argument("--figure", help="a PNG: 8 real slices, then the first 8 samples of every seed, a row each")
     r.add_argument("--overwrite", action="store_true", help="replace seed folders left by an earlier run")
+    r.add_argument(
+        "--resume",
+        action="store_true",
+        help="with --images: keep the seed folders an earlier run of "
+        "this --out left; medgan seeds train on from their last count to the counts they lack (the "
+        "stock peer, which cannot, starts again), and seeds that have every count are only scored",
+    )
+    r.add_argument(
+        "--truncation",
+        type=float,
+        default=1.0,
+        help="with --images: medgan samples drawn with this truncation psi (medgan synthesize --truncation; 1: none)",
+    )
     r.add_argument("--images", type=int, nargs="+", help="measure against images seen instead of --minutes: train "
                    "to the largest count, score a checkpoint at each (e.g. 10000 25000 50000)")  # fmt: skip
     r.add_argument("--holdout", nargs="+", default=["colin27"], help="with --images: subjects left out of training, "

@@ -38,12 +38,12 @@ from benchmarks.study.stock import STOCK, stock_generate
 
 
 def drawn_slices(g: torch.nn.Module, record: dict, count: int, seed: int, device: torch.device,
-                 batch: int) -> torch.Tensor:  # fmt: skip
+                 batch: int, truncation_psi: float = 1.0) -> torch.Tensor:  # fmt: skip
     """`count` samples [N, H, W] in [0, 1]: drawn by medgan's synthesis, first channel, the trainer's window."""
     from medgan.data.transforms import to_unit
     from medgan.inference.synthesize import draw
 
-    drawn = draw(g, record, count, seed, batch, None, device)
+    drawn = draw(g, record, count, seed, batch, None, device, truncation_psi=truncation_psi)
     return torch.stack([(to_unit(image[0], *record["window"]).clamp(-1, 1) + 1) / 2 for image, _ in drawn])
 
 

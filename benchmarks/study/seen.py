@@ -50,9 +50,10 @@ def subject_of(path: str) -> str | None:
     return next((name[: -len(s)] for s in IMAGE_SUFFIXES if name.endswith(s)), None)
 
 
-def split_by_subject(data: str, holdout: list[str], out: str) -> dict[str, Any]:
+def split_by_subject(data: str, holdout: list[str], out: str, keep: bool = False) -> dict[str, Any]:
     """Copy the subjects of `data` into OUT/data_train and OUT/data_heldout (each image with its sidecar);
-    `holdout` names the held-out ones. Returns both folders and their subjects."""
+    `holdout` names the held-out ones. Returns both folders and their subjects. `keep`: folders an earlier
+    run left with the same subjects are kept as they are (runs that go on may still be reading them)."""
     files = {subject_of(p): p for p in sorted(glob.glob(os.path.join(data, "*"))) if subject_of(p)}
     unknown = sorted(set(holdout) - set(files))
     if unknown:
@@ -60,24 +61,34 @@ def split_by_subject(data: str, holdout: list[str], out: str) -> dict[str, Any]:
     if not holdout or len(set(holdout)) == len(files):
         raise SystemExit(f"--holdout must name at least one and not all of the subjects of {data}: {', '.join(files)}")
     split: dict[str, Any] = {}
-    for part, keep in (("train", lambda s: s not in holdout), ("heldout", lambda s: s in holdout)):
+    for part, chosen in (("train", lambda s: s not in holdout), ("heldout", lambda s: s in holdout)):
         folder = os.path.join(out, f"data_{part}")
+        subjects = [s for s in files if chosen(s)]
+        split[part] = {"folder": folder, "subjects": subjects}
+        if keep and os.path.isdir(folder):
+            found = sorted(filter(None, map(subject_of, os.listdir(folder))))
+            if found != sorted(subjects):
+                raise SystemExit(f"--resume: {folder} holds {', '.join(found)}, not this split's "
+                                 f"{', '.join(subjects)}; choose the --holdout of that run")  # fmt: skip
+            continue
         shutil.rmtree(folder, ignore_errors=True)
         os.makedirs(folder)
-        subjects = [s for s in files if keep(s)]
         for subject in subjects:
             shutil.copy2(files[subject], folder)
             sidecar = os.path.join(data, f"{subject}.json")
             if os.path.exists(sidecar):
                 shutil.copy2(sidecar, folder)
-        split[part] = {"folder": folder, "subjects": subjects}
     return split
 
 
-def medgan_command(args: argparse.Namespace, seed: int, run_dir: str, plan: list[dict], sets: list[str]) -> list[str]:
-    """One shell line: `medgan train` to the first count, then `--resume` to each next count."""
+def medgan_command(args: argparse.Namespace, seed: int, run_dir: str, plan: list[dict], sets: list[str],
+                   done: int = 0) -> list[str]:  # fmt: skip
+    """One shell line: `medgan train` to the first count, then `--resume` to each next count; the first `done`
+    counts are already there (the run goes on from its checkpoint)."""
     lines = []
     for i, point in enumerate(plan):
+        if i < done:
+            continue
         command = [sys.executable, "-m", "medgan", "train", "-c", args.config, "--run-dir", run_dir]
         command += ["--resume"] if i else []
         for item in [*sets, *args.set, f"seed={seed}", f"train.steps={point['steps']}"]:
@@ -124,17 +135,30 @@ def train_all(args: argparse.Namespace, out: str, data: str, plan: list[dict]) -
     if "OMP_NUM_THREADS" not in env:  # share the cores instead of every process taking all of them
         env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // max(1, jobs)))
     procs: dict[tuple[str, int], dict[str, Any]] = {}
+    reused: dict[tuple[str, int], str] = {}
     for kind, seed in [*(("medgan", s) for s in args.seeds), *(("stock", s) for s in args.stock_seeds)]:
         name = f"seed{seed}" if kind == "medgan" else f"stock{seed}"
         run_dir, log_path = os.path.join(out, name), os.path.join(out, f"{name}.log")
+        done = 0
         if os.path.exists(run_dir):
-            if not args.overwrite:
-                raise SystemExit(f"{run_dir} exists; pass --overwrite or choose another --out")
-            shutil.rmtree(run_dir)
+            if getattr(args, "resume", False):
+                found = _checkpoints(kind, run_dir, plan)
+                done = next((i for i, point in enumerate(plan) if not found[str(point["images"])]["path"]), len(plan))
+            elif not args.overwrite:
+                raise SystemExit(f"{run_dir} exists; pass --overwrite, --resume or choose another --out")
+            if done == len(plan):  # every count is there: score it as it is
+                reused[(kind, seed)] = run_dir
+                continue
+            if kind == "stock" or done == 0:  # the stock peer cannot go on from a checkpoint: it starts again
+                done = 0
+                shutil.rmtree(run_dir)
         if kind == "medgan":
-            command = medgan_command(args, seed, run_dir, plan, sets)
+            command = medgan_command(args, seed, run_dir, plan, sets, done)
         else:
             command = stock_command(args, seed, run_dir, data, plan)
+        if done:
+            log(f"{name}: going on from its checkpoint at {plan[done - 1]['images']} images")
+            log_path = os.path.join(out, f"{name}_from{plan[done - 1]['images']}.log")
         fh = open(log_path, "w")  # noqa: SIM115 - closed when the process ends
         proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=fh, stderr=subprocess.STDOUT,
                                 start_new_session=True)  # fmt: skip
@@ -145,6 +169,12 @@ def train_all(args: argparse.Namespace, out: str, data: str, plan: list[dict]) -
         f"{len(args.stock_seeds)} stock); kill timer {kill_after:.0f} s")  # fmt: skip
     killed = wait_all(procs, kill_after)
     runs: dict[str, dict[str, dict]] = {"medgan": {}, "stock": {}}
+    for (kind, seed), run_dir in reused.items():
+        runs[kind][str(seed)] = {"status": "ok", "reused": True, "run_dir": run_dir,
+                                 "checkpoints": _checkpoints(kind, run_dir, plan)}  # fmt: skip
+        if kind == "medgan":
+            runs[kind][str(seed)]["training"] = summarise_run(run_dir)
+        log(f"{kind} seed {seed}: every count already there, scored as it is")
     for (kind, seed), p in procs.items():
         code = p["proc"].wait()
         p["log"].close()
@@ -189,7 +219,7 @@ def run_seen(args: argparse.Namespace, report: dict[str, Any], out: str, write) 
 
     if not args.seeds and not args.stock_seeds:
         raise SystemExit("nothing to train: give --seeds, --stock-seeds or both")
-    split = split_by_subject(os.path.abspath(args.data), args.holdout, out)
+    split = split_by_subject(os.path.abspath(args.data), args.holdout, out, keep=getattr(args, "resume", False))
     cfg = study_config(args.config, split["train"]["folder"], list(args.set), seed=(args.seeds or [0])[0])
     check_networks(cfg)  # a typo or an impossible size fails here, not in every run
     if cfg.task != "unconditional":

@@ -151,7 +151,7 @@ def score_all(args: argparse.Namespace, runs: dict[str, dict[str, dict]], ref: R
                     if kind == "medgan":
                         model = load_generators(checkpoint["path"], ref.device)
                         fake = drawn_slices(model.output, model.record, ref.n_samples, int(seed), ref.device,
-                                            args.gen_batch)  # fmt: skip
+                                            args.gen_batch, args.truncation)  # fmt: skip
                     else:
                         fake = stock_generate(checkpoint["path"], ref.n_samples, int(seed), ref.device, ref.size,
                                               args.gen_batch)  # fmt: skip

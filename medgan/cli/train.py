@@ -73,14 +73,23 @@ def train(
     is_flag=True,
     help="2.5D checkpoints: write every slice of each drawn slab as a thin volume (default: its middle).",
 )
+@click.option(
+    "--truncation",
+    "truncation_psi",
+    type=click.FloatRange(0.0, 1.0),
+    default=1.0,
+    show_default=True,
+    help="StyleGAN checkpoints: keep this fraction of each sample's distance from the mean style (its class's "
+    "mean); below 1 gives more typical, plainer scans and less variety (1: none, 0: every scan the mean).",
+)
 def synthesize(checkpoint: str, count: int, out_dir: str, fmt: str, seed: int, batch_size: int,
                class_index: int | None, inputs: str | None, modality: str | None, device: str,
-               overwrite: bool, whole_slab: bool) -> None:  # fmt: skip
+               overwrite: bool, whole_slab: bool, truncation_psi: float) -> None:  # fmt: skip
     """Write synthetic scans with the training data's spacing and HU; DICOM is marked SyntheticData YES."""
     from medgan.inference import synthesize as run_synthesis
 
     paths = run_synthesis(checkpoint, count=count, out_dir=out_dir, format=fmt, seed=seed, batch_size=batch_size,
                           class_index=class_index, inputs=inputs, modality=modality, device=device,
-                          overwrite=overwrite, whole_slab=whole_slab)  # fmt: skip
+                          overwrite=overwrite, whole_slab=whole_slab, truncation_psi=truncation_psi)  # fmt: skip
     for path in paths:
         click.echo(path)

@@ -43,6 +43,7 @@ def synthesize(
     device: str = "auto",
     overwrite: bool = False,
     whole_slab: bool = False,  # 2.5D checkpoints: write each sample's whole slab as a thin volume
+    truncation_psi: float = 1.0,  # StyleGAN checkpoints: < 1 pulls each style toward the mean (or its class's)
 ) -> list[str]:
     """Generate scans and write them under `out_dir`; returns the paths written."""
     if format not in FORMATS:
@@ -62,11 +63,15 @@ def synthesize(
             labels = [class_index if class_index is not None else i % classes for i in range(count)] if classes \
                 else [None] * count  # fmt: skip
             kinds = [output_kind(made, label, modality, format, checkpoint) for label in labels]
-            images = draw(model.output, model.record, count, seed, batch_size, class_index, dev, whole_slab)
+            images = draw(
+                model.output, model.record, count, seed, batch_size, class_index, dev, whole_slab, truncation_psi
+            )
         else:
             if whole_slab:
                 raise ConfigError("--whole-slab is for checkpoints that draw slabs from noise; a translation "
                                   "already writes every slice of the scan")  # fmt: skip
+            if truncation_psi != 1.0:
+                raise ConfigError(f"--truncation is for checkpoints that draw from noise, not a {model.cfg.task} one")
             if inputs is None:
                 raise ConfigError(f"a {model.cfg.task} checkpoint translates scans: pass --input FILE_OR_FOLDER")
             kinds = [output_kind(made, None, modality, format, checkpoint)]
@@ -78,8 +83,9 @@ def synthesize(
     paths = []
     for i, ((image, affine), name) in enumerate(zip(images, names, strict=True)):
         kind, units = kinds[min(i, len(kinds) - 1)]
+        psi = "" if truncation_psi == 1.0 else f", truncation {truncation_psi:g}"
         meta = {"modality": kind, "units": units, "synthetic": True,
-                "description": f"medgan synthetic {model.cfg.task} (seed {seed}, sample {i})"}  # fmt: skip
+                "description": f"medgan synthetic {model.cfg.task} (seed {seed}, sample {i}{psi})"}  # fmt: skip
         paths.append(write_output(image, affine, meta, name, format, made["window"], overwrite))
     return paths
 
@@ -95,9 +101,11 @@ def resolve_device(device: str) -> torch.device:
 
 @torch.no_grad()
 def draw(g: nn.Module, record: dict, count: int, seed: int, batch_size: int, class_index: int | None,
-         device: torch.device, whole_slab: bool = False) -> list[tuple[Tensor, np.ndarray]]:  # fmt: skip
+         device: torch.device, whole_slab: bool = False,
+         truncation_psi: float = 1.0) -> list[tuple[Tensor, np.ndarray]]:  # fmt: skip
     """`count` scans drawn from noise by a latent generator (classes in turn, or `class_index` for all), each
-    in physical units with its affine; the same seed and batch size give the same scans."""
+    in physical units with its affine; the same seed and batch size give the same scans. `truncation_psi` < 1
+    (generators with a mapping network) pulls every style toward the mean style, or its class's."""
     from medgan.data.transforms import from_unit
 
     classes = getattr(g, "num_classes", 0) or 0
@@ -106,6 +114,7 @@ def draw(g: nn.Module, record: dict, count: int, seed: int, batch_size: int, cla
         raise ConfigError("--whole-slab needs a 2.5D checkpoint (trained with data.slab_slices > 1); "
                           "this one makes single slices or volumes")  # fmt: skip
     pick = _slab if whole_slab else _middle
+    extra = _truncation(g, truncation_psi)
     if class_index is not None and not classes:
         raise ConfigError("--class needs a class-conditional checkpoint; this one is unconditional")
     if class_index is not None and not 0 <= class_index < classes:
@@ -117,11 +126,24 @@ def draw(g: nn.Module, record: dict, count: int, seed: int, batch_size: int, cla
         torch.manual_seed(seed)  # networks that draw their own noise (StyleGAN) draw it reproducibly
         for start in range(0, count, batch_size):
             zs, ls = z[start : start + batch_size].to(device), labels[start : start + batch_size].to(device)
-            images = g(zs, ls if classes else None).float().cpu()
+            images = g(zs, ls if classes else None, **extra).float().cpu()
             for image, label in zip(images, ls.tolist(), strict=True):
                 picked = pick(image, record)
                 out.append((picked, drawn_affine(record, picked.shape[1:], label if classes else None)))
     return [(from_unit(image, *record["window"]), affine) for image, affine in out]
+
+
+def _truncation(g: nn.Module, psi: float) -> dict[str, float]:
+    """The generator's keyword for `psi` ({} for 1); a value out of [0, 1], or a generator without a mapping
+    network, is a ConfigError."""
+    if not 0.0 <= psi <= 1.0:
+        raise ConfigError(f"--truncation must be in [0, 1] (1: none), not {psi:g}")
+    if psi == 1.0:
+        return {}
+    if not hasattr(g, "truncation_centre"):
+        raise ConfigError(f"--truncation needs a generator with a mapping network (stylegan); this checkpoint's "
+                          f"is {type(g).__name__}")  # fmt: skip
+    return {"truncation_psi": float(psi)}
 
 
 def _middle(image: Tensor, record: dict) -> Tensor:

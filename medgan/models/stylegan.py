@@ -144,8 +144,9 @@ class StyleGANGenerator(nn.Module):
     Every axis of `image_size` must be 4 * 2^n (non-square sizes such as 256x128 work). Channels double at every
     halving of the resolution from `base_channels` at full resolution, capped at `max_channels`.
 
-    In training mode the generator also updates the running mean of w (for `truncation_psi`) and applies style
-    mixing regularisation; noise is drawn from torch's global RNG, so seed it for reproducible samples.
+    `truncation_psi` < 1 pulls every w toward `truncation_centre` (the mean w, or its class's): plainer, more
+    typical samples, less variety. In training mode the generator also updates the running mean of w and applies
+    style mixing regularisation; noise is drawn from torch's global RNG, so seed it for reproducible samples.
     """
 
     kind = "latent"
@@ -215,7 +216,7 @@ class StyleGANGenerator(nn.Module):
         check_labels(labels, self.num_classes, "stylegan generator")
         w = self.mapping(z, labels, update_w_avg=self.training)
         if truncation_psi != 1.0:
-            w = self.mapping.w_avg.to(w.dtype).lerp(w, truncation_psi)
+            w = self.truncation_centre(labels).to(w.dtype).lerp(w, truncation_psi)
         ws = w.unsqueeze(1).expand(-1, self.num_ws, -1)
         if self.training and self.style_mixing_prob > 0:
             ws = self._mix_styles(ws, z, labels)
@@ -225,6 +226,20 @@ class StyleGANGenerator(nn.Module):
             x, image = block(x, image, ws[:, start : start + block.num_ws])
             start += block.num_ws
         return self.out_activation(image)
+
+    @torch.no_grad()
+    def truncation_centre(self, labels: torch.Tensor | None = None, samples: int = 4096) -> torch.Tensor:
+        """The w that truncation pulls each sample toward: the mean of w tracked in training ([style_dim]) or, for
+        a class-conditional generator, the mean w of each sample's class ([B, style_dim]), estimated from
+        `samples` fixed latents per class, since the tracked mean mixes every class."""
+        if labels is None or self.mapping.embed is None:
+            return self.mapping.w_avg
+        z = torch.randn(samples, self.latent_dim, generator=torch.Generator().manual_seed(0)).to(labels.device)
+        classes, index = torch.unique(labels, return_inverse=True)
+        centres = torch.stack([
+            self.mapping(z, c.expand(samples), update_w_avg=False).float().mean(dim=0) for c in classes
+        ])  # fmt: skip
+        return centres[index]
 
     def _mix_styles(self, ws: torch.Tensor, z: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
         # Layers from a random cutoff on take the styles of a second latent, so that the network cannot assume
