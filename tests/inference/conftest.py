@@ -28,6 +28,14 @@ def ct_checkpoint(tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="session")
+def stylegan_checkpoint(tmp_path_factory) -> str:
+    """2D unconditional with a StyleGAN generator (a mapping network, so truncation applies), no noise inputs."""
+    options = "{latent_dim: 32, style_dim: 32, mapping_layers: 2, base_channels: 16, max_channels: 32, use_noise: 0}"
+    return _train(tmp_path_factory, "debug_cpu_unconditional.yaml", "generator.name=stylegan",
+                  f"generator.options={options}", f"data.source={REPO}/sample_data/ct_body_3d.nii.gz")  # fmt: skip
+
+
+@pytest.fixture(scope="session")
 def slab_checkpoint(tmp_path_factory) -> str:
     """2.5D: slabs of 3 neighbouring axial slices of the sample CT as channels."""
     return _train(tmp_path_factory, "debug_cpu_unconditional.yaml", "data.slab_slices=3",

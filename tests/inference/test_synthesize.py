@@ -93,6 +93,39 @@ def test_classes_of_a_conditional_checkpoint(conditional_checkpoint, ct_checkpoi
     assert status == 2 and "class-conditional" in err
 
 
+def test_truncation_draws_plainer_scans_toward_the_mean_and_is_recorded(stylegan_checkpoint, tmp_path):
+    import nibabel as nib
+
+    def drawn(psi: float, name: str) -> np.ndarray:
+        paths = synthesize(stylegan_checkpoint, count=4, out_dir=str(tmp_path / name), seed=2, truncation_psi=psi)
+        return np.stack([voxels(p) for p in paths]), paths
+
+    plain, plain_paths = drawn(1.0, "plain")
+    half, half_paths = drawn(0.5, "half")
+    mean, _ = drawn(0.0, "mean")
+    for scans in (plain, half):  # the same latents: truncation only moves them toward the mean
+        assert not np.allclose(scans[0], scans[1])
+    np.testing.assert_allclose(mean, np.broadcast_to(mean[:1], mean.shape), atol=1e-3)  # every one is the mean
+    assert np.abs(half - mean).mean() < np.abs(plain - mean).mean()
+    assert "truncation 0.5" in nib.load(half_paths[0]).header["descrip"].item().decode()
+    assert "truncation" not in nib.load(plain_paths[0]).header["descrip"].item().decode()
+
+
+def test_truncation_is_refused_where_it_has_no_meaning(ct_checkpoint, stylegan_checkpoint, pix2pix_checkpoint,
+                                                       tmp_path, run_cli):  # fmt: skip
+    status, _, err = run_cli("synthesize", "--checkpoint", ct_checkpoint, "-n", "1", "--truncation", "0.7",
+                             "--out", tmp_path / "a")  # fmt: skip
+    assert status == 2 and "mapping network" in err and len(err.strip().splitlines()) == 1
+    status, _, err = run_cli("synthesize", "--checkpoint", stylegan_checkpoint, "-n", "1", "--truncation", "1.5",
+                             "--out", tmp_path / "b")  # fmt: skip
+    assert status == 2 and "--truncation" in err
+    checkpoint, folder = pix2pix_checkpoint
+    status, _, err = run_cli("synthesize", "--checkpoint", checkpoint, "--input", folder, "--truncation", "0.7",
+                             "--out", tmp_path / "c")  # fmt: skip
+    assert status == 2 and "draw from noise" in err
+    assert not any((tmp_path / name).exists() and any((tmp_path / name).iterdir()) for name in "abc")
+
+
 def test_image_to_image_checkpoints_translate_whole_scans_slice_by_slice(pix2pix_checkpoint, tmp_path, run_cli):
     checkpoint, folder = pix2pix_checkpoint
     source = os.path.join(folder, "noisy_000.nii.gz")

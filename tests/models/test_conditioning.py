@@ -90,6 +90,23 @@ def test_stylegan_truncation_and_style_mixing():
     assert not torch.allclose(mixed, plain, atol=1e-5)
 
 
+def test_conditional_truncation_pulls_each_sample_toward_its_own_class_mean():
+    torch.manual_seed(0)
+    model = build_tiny("generator", "stylegan", 2, num_classes=3, use_noise=False, style_mixing_prob=0.0).eval()
+    z, labels = torch.randn(6, 16), torch.tensor([0, 1, 2, 0, 1, 2])
+    centres = model.truncation_centre(labels)
+    fixed = torch.randn(4096, 16, generator=torch.Generator().manual_seed(0))
+    for i, label in enumerate(labels):  # each class's mean w over the fixed latents, computed here directly
+        expected = model.mapping(fixed, label.expand(4096), update_w_avg=False).mean(dim=0)
+        torch.testing.assert_close(centres[i], expected, rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(centres[0], centres[1], atol=1e-4)
+    collapsed = model(z, labels, truncation_psi=0.0)  # each sample becomes its class's mean: one image per class
+    torch.testing.assert_close(collapsed[:3], collapsed[3:])
+    assert not torch.allclose(collapsed[0], collapsed[1], atol=1e-5)
+    plain, half = model(z, labels), model(z, labels, truncation_psi=0.5)
+    assert (half - collapsed).abs().mean() < (plain - collapsed).abs().mean()  # psi moves it between the two
+
+
 def test_stylegan_fused_and_unfused_agree():
     torch.manual_seed(0)
     unfused = build_tiny("generator", "stylegan", 3, use_noise=False).eval()

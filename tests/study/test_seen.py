@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from benchmarks.study import seen
 from benchmarks.study.seen import medgan_command, plan_steps, split_by_subject
 from benchmarks.study.seen_score import mean_pairwise_correlation
 
@@ -50,6 +51,63 @@ def test_medgan_chain_resumes_to_each_count_and_its_step_count_wins():
     assert "--resume" not in first and "--resume" in second
     assert first.endswith("--set train.steps=625") and second.endswith("--set train.steps=1563")
     assert "--set seed=3" in first and "--set seed=3" in second
+
+
+def test_a_resumed_chain_starts_from_the_first_count_it_lacks():
+    args = argparse.Namespace(config="configs/synth2d_64.yaml", set=[])
+    plan = plan_steps([10_000, 25_000, 50_000, 100_000], batch_size=16)
+    lines = medgan_command(args, 0, "/tmp/run", plan, [], done=3)[2].removeprefix("set -e; ").split(" && ")
+    assert len(lines) == 1 and "--resume" in lines[0] and lines[0].endswith("--set train.steps=6250")
+
+
+def test_resume_keeps_the_split_an_earlier_run_left_and_refuses_another(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    for subject in ("a", "b", "c"):
+        (data / f"{subject}.nii.gz").write_bytes(subject.encode())
+    split_by_subject(str(data), ["b"], str(tmp_path / "out"))
+    kept = tmp_path / "out" / "data_train" / "a.nii.gz"
+    kept.write_bytes(b"in use")  # a run that goes on may be reading it: left as it is
+    split = split_by_subject(str(data), ["b"], str(tmp_path / "out"), keep=True)
+    assert kept.read_bytes() == b"in use" and split["train"]["subjects"] == ["a", "c"]
+    with pytest.raises(SystemExit, match="holds a, c, not this split's b, c"):
+        split_by_subject(str(data), ["a"], str(tmp_path / "out"), keep=True)
+    assert split_by_subject(str(data), ["b"], str(tmp_path / "out"))  # without --resume: copied afresh
+    assert kept.read_bytes() == b"a"
+
+
+def test_resume_scores_a_complete_run_as_it_is_and_trains_an_incomplete_one_on(tmp_path, monkeypatch):
+    plan = plan_steps([10_000, 25_000], batch_size=16)
+    for seed, steps in ((0, (625, 1563)), (1, (625,))):
+        (tmp_path / f"seed{seed}" / "checkpoints").mkdir(parents=True)
+        for step in steps:
+            (tmp_path / f"seed{seed}" / "checkpoints" / f"step_{step:07d}.pt").write_bytes(b"")
+    started = []
+
+    class Finished:  # what Popen gives back: a run that ended at once and wrote its last checkpoint
+        def __init__(self, command, **kwargs):
+            started.append(command)
+            (tmp_path / "seed1" / "checkpoints" / "step_0001563.pt").write_bytes(b"")
+            self.pid, self.returncode = 0, 0
+
+        def poll(self):
+            return 0
+
+        def wait(self):
+            return 0
+
+    monkeypatch.setattr(seen.subprocess, "Popen", Finished)
+    args = argparse.Namespace(config="configs/synth2d_64.yaml", set=[], seeds=[0, 1], stock_seeds=[], resume=True,
+                              overwrite=False, device="cpu", log_every=25, kill_after=None)  # fmt: skip
+    runs = seen.train_all(args, str(tmp_path), str(tmp_path / "data"), plan)
+    assert runs["medgan"]["0"]["reused"] and runs["medgan"]["0"]["status"] == "ok"
+    assert len(started) == 1 and "seed1" in started[0][2]  # only the run that lacked a count trained
+    chain = started[0][2].removeprefix("set -e; ").split(" && ")
+    assert len(chain) == 1 and "--resume" in chain[0] and chain[0].endswith("train.steps=1563")
+    assert runs["medgan"]["1"]["status"] == "ok" and (tmp_path / "seed1_from10000.log").exists()
+    args.resume = False
+    with pytest.raises(SystemExit, match="--resume"):
+        seen.train_all(args, str(tmp_path), str(tmp_path / "data"), plan)
 
 
 def test_mean_pairwise_correlation_matches_numpy():
