@@ -283,8 +283,8 @@ def main() -> int:
     r.add_argument(
         "--truncation",
         type=float,
-        default=1.0,
-        help="with --images: medgan samples drawn with this truncation psi (medgan synthesize --truncation; 1: none)",
+        help="with --images: medgan samples drawn with this truncation psi (medgan synthesize --truncation; 1: none; "
+        "default: the config's generator option, as synthesize draws)",
     )
     r.add_argument("--images", type=int, nargs="+", help="measure against images seen instead of --minutes: train "
                    "to the largest count, score a checkpoint at each (e.g. 10000 25000 50000)")  # fmt: skip

@@ -38,7 +38,7 @@ from benchmarks.study.stock import STOCK, stock_generate
 
 
 def drawn_slices(g: torch.nn.Module, record: dict, count: int, seed: int, device: torch.device,
-                 batch: int, truncation_psi: float = 1.0) -> torch.Tensor:  # fmt: skip
+                 batch: int, truncation_psi: float | None = None) -> torch.Tensor:  # fmt: skip
     """`count` samples [N, H, W] in [0, 1]: drawn by medgan's synthesis, first channel, the trainer's window."""
     from medgan.data.transforms import to_unit
     from medgan.inference.synthesize import draw

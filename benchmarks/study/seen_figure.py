@@ -1,7 +1,8 @@
 """The images-seen study's curves as one PNG (Pillow, which scikit-image brings): Fréchet distance and recall
 against thousands of images seen, one line per seed, medgan in blue, the stock peer in red, the runs of any
-variant reports (the same study with other settings) in green, the floor dashed grey. `compare_rows` puts the
-same numbers in a table: per count, each kind's mean over its seeds and every seed's own figure."""
+variant reports (the same study with other settings) in green, then orange, purple and teal, the floor dashed
+grey. `compare_rows` puts the same numbers in a table: per count, each kind's mean over its seeds and every
+seed's own figure."""
 
 from __future__ import annotations
 
@@ -9,6 +10,9 @@ import math
 from typing import Any
 
 COLOURS = {"medgan": (31, 94, 180), "stock": (200, 40, 40), "variant": (20, 140, 70)}
+VARIANT_COLOURS = [(20, 140, 70), (230, 130, 0), (130, 60, 170), (0, 150, 160)]  # green, then orange, purple, teal
+for _i, _colour in enumerate(VARIANT_COLOURS):
+    COLOURS[f"variant{_i}"] = _colour
 PANEL = (460, 320)  # pixels per panel
 MARGIN = (62, 30, 20, 46)  # left, top, right, bottom
 
@@ -80,10 +84,16 @@ def _lines(report: dict[str, Any], kind: str, tag: str, metric: str) -> list[lis
     return lines
 
 
+def _variant(i: int) -> str:
+    """The colour key of the i-th variant (the palette repeats after four)."""
+    return f"variant{i % len(VARIANT_COLOURS)}"
+
+
 def write_curves(path: str, report: dict[str, Any], tag: str, variants: dict[str, dict[str, Any]] | None = None,
                  base_label: str = "medgan (one line per seed)") -> None:  # fmt: skip
     """FD and recall (extractor `tag`) against images seen, medgan and stock, one line per seed, beside the floor;
-    each of `variants` ({label: report of the same study with other settings}) adds its medgan seeds in green."""
+    each of `variants` ({label: report of the same study with other settings}) adds its medgan seeds in a colour of
+    its own (the first green)."""
     from PIL import Image, ImageDraw
 
     from medgan.io.atomic import atomic_file
@@ -98,15 +108,15 @@ def write_curves(path: str, report: dict[str, Any], tag: str, variants: dict[str
     panels: dict[str, list[tuple[str, list[tuple[float, float]]]]] = {}
     for metric in ("fd", "recall"):
         panels[metric] = [(k, line) for k in ("medgan", "stock") for line in _lines(report, k, tag, metric)]
-        panels[metric] += [("variant", line) for other in variants.values() for line in _lines(other, "medgan", tag,
-                                                                                                 metric)]  # fmt: skip
+        panels[metric] += [(_variant(i), line) for i, other in enumerate(variants.values())
+                           for line in _lines(other, "medgan", tag, metric)]  # fmt: skip
     planned = [p["images"] / 1000 for p in report.get("images_seen", {}).get("counts", [])]
     seen = [x for lines in panels.values() for _, points in lines for x, _ in points]
     # ticks at the counts asked for (the stock runs overshoot them by less than a batch); the axis ends 5% past
     xs = planned or sorted(set(seen)) or [1.0]
     fd_high = max([y for _, points in panels["fd"] for _, y in points] + [floor["fd"]])
     legend = [("medgan", base_label), ("stock", "stock MONAI DCGAN")]
-    legend += [("variant", f"medgan, {label}") for label in variants]
+    legend += [(_variant(i), f"medgan, {label}") for i, label in enumerate(variants)]
     image = Image.new("RGB", (2 * PANEL[0], PANEL[1] + 24 * math.ceil(len(legend) / 2)), "white")
     draw = ImageDraw.Draw(image)
     _panel(draw, (0, 0), f"Frechet distance ({tag}), lower is better", panels["fd"], floor["fd"], xs,

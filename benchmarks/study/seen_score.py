@@ -136,6 +136,7 @@ def score_all(args: argparse.Namespace, runs: dict[str, dict[str, dict]], ref: R
     from benchmarks.study.evaluation import drawn_slices
     from benchmarks.study.stock import stock_generate
     from medgan.inference import load_generators
+    from medgan.inference.synthesize import truncation_used
 
     scores: dict[str, Any] = {"medgan": {}, "stock": {}}
     for kind, by_seed in runs.items():
@@ -146,16 +147,18 @@ def score_all(args: argparse.Namespace, runs: dict[str, dict[str, dict]], ref: R
                 if not checkpoint["path"]:
                     per_count[count] = {"error": f"no checkpoint (training {run['status']})"}
                     continue
-                started = time.monotonic()
+                started, psi = time.monotonic(), None
                 try:
                     if kind == "medgan":
                         model = load_generators(checkpoint["path"], ref.device)
                         fake = drawn_slices(model.output, model.record, ref.n_samples, int(seed), ref.device,
                                             args.gen_batch, args.truncation)  # fmt: skip
+                        psi = truncation_used(model.output, args.truncation)
                     else:
                         fake = stock_generate(checkpoint["path"], ref.n_samples, int(seed), ref.device, ref.size,
                                               args.gen_batch)  # fmt: skip
                     result = score_set(fake, ref)
+                    result["truncation_psi"] = psi
                     result["images_seen"] = checkpoint["images_seen"]
                     result["checkpoint"] = checkpoint["path"]
                     result["seconds"] = round(time.monotonic() - started, 2)

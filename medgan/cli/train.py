@@ -77,14 +77,13 @@ def train(
     "--truncation",
     "truncation_psi",
     type=click.FloatRange(0.0, 1.0),
-    default=1.0,
-    show_default=True,
     help="StyleGAN checkpoints: keep this fraction of each sample's distance from the mean style (its class's "
-    "mean); below 1 gives more typical, plainer scans and less variety (1: none, 0: every scan the mean).",
+    "mean); below 1 gives more typical, plainer scans and less variety (1: none, 0: every scan the mean). "
+    "Default: the checkpoint's generator option truncation_psi (configs/synth2d_64.yaml: 0.9), else 1.",
 )
 def synthesize(checkpoint: str, count: int, out_dir: str, fmt: str, seed: int, batch_size: int,
                class_index: int | None, inputs: str | None, modality: str | None, device: str,
-               overwrite: bool, whole_slab: bool, truncation_psi: float) -> None:  # fmt: skip
+               overwrite: bool, whole_slab: bool, truncation_psi: float | None) -> None:  # fmt: skip
     """Write synthetic scans with the training data's spacing and HU; DICOM is marked SyntheticData YES."""
     from medgan.inference import synthesize as run_synthesis
 

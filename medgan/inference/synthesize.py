@@ -43,7 +43,7 @@ def synthesize(
     device: str = "auto",
     overwrite: bool = False,
     whole_slab: bool = False,  # 2.5D checkpoints: write each sample's whole slab as a thin volume
-    truncation_psi: float = 1.0,  # StyleGAN checkpoints: < 1 pulls each style toward the mean (or its class's)
+    truncation_psi: float | None = None,  # StyleGAN: < 1 pulls each style toward the mean; None: the checkpoint's
 ) -> list[str]:
     """Generate scans and write them under `out_dir`; returns the paths written."""
     if format not in FORMATS:
@@ -56,6 +56,7 @@ def synthesize(
     try:
         model = load_generators(checkpoint, dev)
         made = model.made
+        used_psi = 1.0
         if model.task.translates is None:
             if inputs is not None:
                 raise ConfigError("this checkpoint draws scans from noise; drop --input")
@@ -63,6 +64,7 @@ def synthesize(
             labels = [class_index if class_index is not None else i % classes for i in range(count)] if classes \
                 else [None] * count  # fmt: skip
             kinds = [output_kind(made, label, modality, format, checkpoint) for label in labels]
+            used_psi = truncation_used(model.output, truncation_psi)
             images = draw(
                 model.output, model.record, count, seed, batch_size, class_index, dev, whole_slab, truncation_psi
             )
@@ -70,7 +72,7 @@ def synthesize(
             if whole_slab:
                 raise ConfigError("--whole-slab is for checkpoints that draw slabs from noise; a translation "
                                   "already writes every slice of the scan")  # fmt: skip
-            if truncation_psi != 1.0:
+            if truncation_psi is not None:
                 raise ConfigError(f"--truncation is for checkpoints that draw from noise, not a {model.cfg.task} one")
             if inputs is None:
                 raise ConfigError(f"a {model.cfg.task} checkpoint translates scans: pass --input FILE_OR_FOLDER")
@@ -83,7 +85,7 @@ def synthesize(
     paths = []
     for i, ((image, affine), name) in enumerate(zip(images, names, strict=True)):
         kind, units = kinds[min(i, len(kinds) - 1)]
-        psi = "" if truncation_psi == 1.0 else f", truncation {truncation_psi:g}"
+        psi = "" if used_psi == 1.0 else f", truncation {used_psi:g}"
         meta = {"modality": kind, "units": units, "synthetic": True,
                 "description": f"medgan synthetic {model.cfg.task} (seed {seed}, sample {i}{psi})"}  # fmt: skip
         paths.append(write_output(image, affine, meta, name, format, made["window"], overwrite))
@@ -102,10 +104,11 @@ def resolve_device(device: str) -> torch.device:
 @torch.no_grad()
 def draw(g: nn.Module, record: dict, count: int, seed: int, batch_size: int, class_index: int | None,
          device: torch.device, whole_slab: bool = False,
-         truncation_psi: float = 1.0) -> list[tuple[Tensor, np.ndarray]]:  # fmt: skip
+         truncation_psi: float | None = None) -> list[tuple[Tensor, np.ndarray]]:  # fmt: skip
     """`count` scans drawn from noise by a latent generator (classes in turn, or `class_index` for all), each
     in physical units with its affine; the same seed and batch size give the same scans. `truncation_psi` < 1
-    (generators with a mapping network) pulls every style toward the mean style, or its class's."""
+    (generators with a mapping network) pulls every style toward the mean style, or its class's; None: the
+    generator's own (its `truncation_psi` option, 1 where it has none)."""
     from medgan.data.transforms import from_unit
 
     classes = getattr(g, "num_classes", 0) or 0
@@ -133,14 +136,21 @@ def draw(g: nn.Module, record: dict, count: int, seed: int, batch_size: int, cla
     return [(from_unit(image, *record["window"]), affine) for image, affine in out]
 
 
-def _truncation(g: nn.Module, psi: float) -> dict[str, float]:
-    """The generator's keyword for `psi` ({} for 1); a value out of [0, 1], or a generator without a mapping
-    network, is a ConfigError."""
+def truncation_used(g: nn.Module, psi: float | None) -> float:
+    """The psi that drawing from `g` with `psi` applies: `psi`, or the generator's own when None."""
+    return float(getattr(g, "truncation_psi", 1.0)) if psi is None else float(psi)
+
+
+def _truncation(g: nn.Module, psi: float | None) -> dict[str, float]:
+    """The generator's keyword for `psi` ({} for None: its own default); a value out of [0, 1], or a value
+    below 1 for a generator without a mapping network, is a ConfigError."""
+    if psi is None:
+        return {}
     if not 0.0 <= psi <= 1.0:
         raise ConfigError(f"--truncation must be in [0, 1] (1: none), not {psi:g}")
-    if psi == 1.0:
-        return {}
     if not hasattr(g, "truncation_centre"):
+        if psi == 1.0:
+            return {}
         raise ConfigError(f"--truncation needs a generator with a mapping network (stylegan); this checkpoint's "
                           f"is {type(g).__name__}")  # fmt: skip
     return {"truncation_psi": float(psi)}

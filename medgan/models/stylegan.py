@@ -168,6 +168,7 @@ class StyleGANGenerator(nn.Module):
         style_mixing_prob: float = 0.9,  # probability per sample of mixing two w's in training (0: off)
         fused_modconv: bool = False,  # grouped-conv modulation (see ModulatedConv); False is faster to train
         w_avg_beta: float = 0.995,  # decay per training step of the tracked mean of w
+        truncation_psi: float = 1.0,  # drawing (eval mode) uses this psi unless forward is given one; training 1
         out_activation: str = "linear",  # "linear" (StyleGAN2): unbounded, clamp to the data range; "tanh": [-1, 1]
     ) -> None:
         super().__init__()
@@ -185,6 +186,9 @@ class StyleGANGenerator(nn.Module):
         if not 0.0 <= style_mixing_prob <= 1.0:
             raise ConfigError(f"style_mixing_prob must be in [0, 1], got {style_mixing_prob!r}")
         self.style_mixing_prob = float(style_mixing_prob)
+        if not 0.0 <= truncation_psi <= 1.0:
+            raise ConfigError(f"truncation_psi must be in [0, 1] (1: none), got {truncation_psi!r}")
+        self.truncation_psi = float(truncation_psi)
         self.out_activation, self.output_range = output_activation(out_activation)
 
         self.mapping = MappingNetwork(
@@ -210,13 +214,17 @@ class StyleGANGenerator(nn.Module):
         """Raise ConfigError unless `shape` is (B, latent_dim) or (latent_dim,)."""
         check_latent_shape(shape, self.latent_dim, "stylegan generator")
 
-    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None, truncation_psi: float = 1.0) -> torch.Tensor:
-        """Synthesize images from latents `z` [B, latent_dim]; `truncation_psi` < 1 trades diversity for quality."""
+    def forward(
+        self, z: torch.Tensor, labels: torch.Tensor | None = None, truncation_psi: float | None = None
+    ) -> torch.Tensor:
+        """Synthesize images from latents `z` [B, latent_dim]; `truncation_psi` < 1 trades diversity for quality
+        (None: the generator's own `truncation_psi` in eval mode, none in training mode)."""
         self.check_input_size(z.shape)
         check_labels(labels, self.num_classes, "stylegan generator")
         w = self.mapping(z, labels, update_w_avg=self.training)
-        if truncation_psi != 1.0:
-            w = self.truncation_centre(labels).to(w.dtype).lerp(w, truncation_psi)
+        psi = truncation_psi if truncation_psi is not None else (1.0 if self.training else self.truncation_psi)
+        if psi != 1.0:
+            w = self.truncation_centre(labels).to(w.dtype).lerp(w, psi)
         ws = w.unsqueeze(1).expand(-1, self.num_ws, -1)
         if self.training and self.style_mixing_prob > 0:
             ws = self._mix_styles(ws, z, labels)

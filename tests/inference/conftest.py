@@ -27,12 +27,23 @@ def ct_checkpoint(tmp_path_factory) -> str:
     return _train(tmp_path_factory, "debug_cpu_unconditional.yaml", f"data.source={REPO}/sample_data/ct_body_3d.nii.gz")
 
 
+def _stylegan(tmp_path_factory, psi: float = 1.0) -> str:
+    options = "{latent_dim: 32, style_dim: 32, mapping_layers: 2, base_channels: 16, use_noise: 0, truncation_psi: %s}"
+    options %= psi
+    return _train(tmp_path_factory, "debug_cpu_unconditional.yaml", "generator.name=stylegan",
+                  f"generator.options={options}", f"data.source={REPO}/sample_data/ct_body_3d.nii.gz")  # fmt: skip
+
+
 @pytest.fixture(scope="session")
 def stylegan_checkpoint(tmp_path_factory) -> str:
     """2D unconditional with a StyleGAN generator (a mapping network, so truncation applies), no noise inputs."""
-    options = "{latent_dim: 32, style_dim: 32, mapping_layers: 2, base_channels: 16, max_channels: 32, use_noise: 0}"
-    return _train(tmp_path_factory, "debug_cpu_unconditional.yaml", "generator.name=stylegan",
-                  f"generator.options={options}", f"data.source={REPO}/sample_data/ct_body_3d.nii.gz")  # fmt: skip
+    return _stylegan(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def stylegan_psi0_checkpoint(tmp_path_factory) -> str:
+    """The same with `truncation_psi: 0` configured: drawing defaults to the mean style."""
+    return _stylegan(tmp_path_factory, 0.0)
 
 
 @pytest.fixture(scope="session")

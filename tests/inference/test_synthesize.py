@@ -109,6 +109,21 @@ def test_truncation_draws_plainer_scans_toward_the_mean_and_is_recorded(stylegan
     assert np.abs(half - mean).mean() < np.abs(plain - mean).mean()
     assert "truncation 0.5" in nib.load(half_paths[0]).header["descrip"].item().decode()
     assert "truncation" not in nib.load(plain_paths[0]).header["descrip"].item().decode()
+    default, _ = drawn(None, "default")  # the checkpoint's own psi: none was configured
+    np.testing.assert_array_equal(default, plain)
+
+
+def test_the_configured_truncation_is_the_default_and_the_flag_overrides_it(stylegan_psi0_checkpoint, tmp_path):
+    import nibabel as nib
+
+    checkpoint = stylegan_psi0_checkpoint
+    paths = synthesize(checkpoint, count=3, out_dir=str(tmp_path / "own"), seed=1)
+    own = np.stack([voxels(p) for p in paths])
+    np.testing.assert_allclose(own, np.broadcast_to(own[:1], own.shape), atol=1e-3)  # psi 0: all the mean scan
+    assert "truncation 0" in nib.load(paths[0]).header["descrip"].item().decode()
+    free = np.stack([voxels(p) for p in synthesize(checkpoint, count=3, out_dir=str(tmp_path / "free"), seed=1,
+                                                   truncation_psi=1.0)])  # fmt: skip
+    assert not np.allclose(free[0], free[1])
 
 
 def test_truncation_is_refused_where_it_has_no_meaning(ct_checkpoint, stylegan_checkpoint, pix2pix_checkpoint,
@@ -116,6 +131,9 @@ def test_truncation_is_refused_where_it_has_no_meaning(ct_checkpoint, stylegan_c
     status, _, err = run_cli("synthesize", "--checkpoint", ct_checkpoint, "-n", "1", "--truncation", "0.7",
                              "--out", tmp_path / "a")  # fmt: skip
     assert status == 2 and "mapping network" in err and len(err.strip().splitlines()) == 1
+    status, _, _ = run_cli("synthesize", "--checkpoint", ct_checkpoint, "-n", "1", "--truncation", "1",
+                           "--out", tmp_path / "ok")  # fmt: skip
+    assert status == 0  # psi 1 is no truncation, which every generator can do
     status, _, err = run_cli("synthesize", "--checkpoint", stylegan_checkpoint, "-n", "1", "--truncation", "1.5",
                              "--out", tmp_path / "b")  # fmt: skip
     assert status == 2 and "--truncation" in err

@@ -107,6 +107,21 @@ def test_conditional_truncation_pulls_each_sample_toward_its_own_class_mean():
     assert (half - collapsed).abs().mean() < (plain - collapsed).abs().mean()  # psi moves it between the two
 
 
+def test_the_generators_own_truncation_applies_when_drawing_never_in_training():
+    torch.manual_seed(0)
+    model = build_tiny("generator", "stylegan", 2, use_noise=False, style_mixing_prob=0.0, truncation_psi=0.0)
+    z = torch.randn(BATCH, 16)
+    model.train()
+    trained = model(z)  # training draws every sample from its own w, whatever the option
+    assert not torch.allclose(trained, trained[:1].expand_as(trained))
+    model.eval()
+    drawn = model(z)  # drawing uses the option: psi 0, every sample the mean one
+    torch.testing.assert_close(drawn, drawn[:1].expand_as(drawn))
+    torch.testing.assert_close(model(z, truncation_psi=1.0), trained)  # an explicit psi wins
+    with pytest.raises(ConfigError, match="truncation_psi must be in"):
+        build_tiny("generator", "stylegan", 2, truncation_psi=1.5)
+
+
 def test_stylegan_fused_and_unfused_agree():
     torch.manual_seed(0)
     unfused = build_tiny("generator", "stylegan", 3, use_noise=False).eval()
