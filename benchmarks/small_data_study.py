@@ -281,6 +281,11 @@ def main() -> int:
         "stock peer, which cannot, starts again), and seeds that have every count are only scored",
     )
     r.add_argument(
+        "--samples-figure",
+        help="with --images: a PNG of 8 training and 8 held-out slices, then the first "
+        "8 samples of every run at its largest count, a row each (top to bottom in that order)",
+    )
+    r.add_argument(
         "--truncation",
         type=float,
         help="with --images: medgan samples drawn with this truncation psi (medgan synthesize --truncation; 1: none; "

@@ -240,13 +240,21 @@ def run_seen(args: argparse.Namespace, report: dict[str, Any], out: str, write) 
     report["timing"]["train_wall_s"] = round(time.monotonic() - began, 2)
     write()
     began = time.monotonic()
-    report["scores"] = score_all(args, report["runs"], ref, write)
+    first: dict[str, torch.Tensor] = {}
+    report["scores"] = score_all(args, report["runs"], ref, write, first)
     report["timing"]["eval_s"] = round(time.monotonic() - began, 2)
     report["summary"] = summary_rows(report)
     if args.figure:
         tag = lead_tag(ref.extractors)
         write_curves(args.figure, report, tag)
         report["figure"] = {"path": os.path.abspath(args.figure), "extractor": tag}
+    if getattr(args, "samples_figure", None) and first:
+        from benchmarks.study.report import write_figure
+
+        rows = {**ref.examples, **first}
+        write_figure(args.samples_figure, list(rows.values()))
+        report["samples_figure"] = {"path": os.path.abspath(args.samples_figure), "rows": list(rows),
+                                    "count": plan[-1]["images"]}  # fmt: skip
     write()
     print_seen_table(report)
     return 0 if any("error" not in row for row in report["summary"]) else 1

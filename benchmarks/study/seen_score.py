@@ -65,6 +65,7 @@ class Reference:
     device: torch.device
     batch: int
     nearest_k: int
+    examples: dict[str, torch.Tensor]  # 8 random training and 8 random held-out slices, for the samples figure
 
 
 def build_reference(args: argparse.Namespace, split: dict[str, Any], record: dict[str, Any]) -> Reference:
@@ -99,8 +100,11 @@ def build_reference(args: argparse.Namespace, split: dict[str, Any], record: dic
         if rest is not None:
             slice_floor[tag] = frechet_distance(feats[tag][rest], feats[tag][order[:n]])
     correlation = {"train": mean_pairwise_correlation(train), "heldout": mean_pairwise_correlation(heldout)}
+    pick = np.random.default_rng(1)
+    examples = {"training": train[torch.from_numpy(pick.permutation(len(train))[:8])],
+                "held out": heldout[torch.from_numpy(pick.permutation(len(heldout))[:8])]}  # fmt: skip
     return Reference(extractors, feats, floor, slice_floor, rest, correlation, n, tuple(train.shape[1:]), device,
-                     args.eval_batch, args.nearest_k)  # fmt: skip
+                     args.eval_batch, args.nearest_k, examples)  # fmt: skip
 
 
 def score_set(fake: torch.Tensor, ref: Reference) -> dict[str, Any]:
@@ -131,8 +135,10 @@ def score_set(fake: torch.Tensor, ref: Reference) -> dict[str, Any]:
     return result
 
 
-def score_all(args: argparse.Namespace, runs: dict[str, dict[str, dict]], ref: Reference, save) -> dict[str, Any]:
-    """Every checkpoint of every run, count by count; a failure is recorded and the rest go on."""
+def score_all(args: argparse.Namespace, runs: dict[str, dict[str, dict]], ref: Reference, save,
+              first: dict[str, torch.Tensor] | None = None) -> dict[str, Any]:  # fmt: skip
+    """Every checkpoint of every run, count by count; a failure is recorded and the rest go on. `first`, when
+    given, receives the first 8 samples of each run's last scored checkpoint under "<kind> seed <seed>"."""
     from benchmarks.study.evaluation import drawn_slices
     from benchmarks.study.stock import stock_generate
     from medgan.inference import load_generators
@@ -158,6 +164,8 @@ def score_all(args: argparse.Namespace, runs: dict[str, dict[str, dict]], ref: R
                         fake = stock_generate(checkpoint["path"], ref.n_samples, int(seed), ref.device, ref.size,
                                               args.gen_batch)  # fmt: skip
                     result = score_set(fake, ref)
+                    if first is not None:
+                        first[f"{kind} seed {seed}"] = fake[:8]
                     result["truncation_psi"] = psi
                     result["images_seen"] = checkpoint["images_seen"]
                     result["checkpoint"] = checkpoint["path"]

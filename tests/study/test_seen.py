@@ -166,6 +166,9 @@ def test_compare_rows_average_each_count_over_its_seeds_and_the_figure_takes_var
     green = np.all(pixels == (20, 140, 70), axis=-1).sum()
     blue = np.all(pixels == (31, 94, 180), axis=-1).sum()
     assert green > 50 and blue > 50  # the variant's lines are drawn beside the base's
+    write_curves(str(out), base, "efficientnet_lite0", {"ada": variant, "psi": variant})
+    pixels = np.asarray(Image.open(out).convert("RGB"))
+    assert np.all(pixels == (230, 130, 0), axis=-1).sum() > 50  # a second variant in a colour of its own
     write_curves(str(out), base, "efficientnet_lite0")
     pixels = np.asarray(Image.open(out).convert("RGB"))
     assert np.all(pixels == (20, 140, 70), axis=-1).sum() == 0
@@ -180,3 +183,30 @@ def test_compare_rows_average_each_count_over_its_seeds_and_the_figure_takes_var
         assert np.allclose(steps, steps[0])
         mantissa = steps[0] / 10 ** np.floor(np.log10(steps[0]))
         assert any(np.isclose(mantissa, m) for m in (1, 2, 2.5, 5))
+
+
+def test_scoring_draws_with_the_generators_own_truncation_or_the_one_asked_and_keeps_the_first_samples(monkeypatch):
+    import types
+
+    import medgan.inference
+    from benchmarks.study import evaluation, seen_score
+    from medgan.models import build_generator
+
+    g = build_generator("stylegan", spatial_dims=2, image_size=16, latent_dim=8, style_dim=8, mapping_layers=1,
+                        base_channels=4, max_channels=4, truncation_psi=0.9).eval()  # fmt: skip
+    monkeypatch.setattr(medgan.inference, "load_generators", lambda path, device: types.SimpleNamespace(
+        output=g, record={}))  # fmt: skip
+    asked = []
+    monkeypatch.setattr(evaluation, "drawn_slices", lambda *a: asked.append(a[-1]) or torch.rand(10, 16, 16))
+    lead = {"fd": 1.0, "fd_over_floor": 1.0, "recall": 0.0}
+    monkeypatch.setattr(seen_score, "score_set", lambda fake, ref: {"n_samples": len(fake), "x": lead})
+    ref = types.SimpleNamespace(n_samples=10, device=torch.device("cpu"), extractors={"x": None})
+    runs = {"medgan": {"0": {"status": "ok", "checkpoints": {"10000": {"path": "a.pt", "images_seen": 10_000},
+                                                             "25000": {"path": "b.pt", "images_seen": 25_008}}}},
+            "stock": {}}  # fmt: skip
+    for truncation, used in ((None, 0.9), (0.5, 0.5)):
+        first: dict = {}
+        args = argparse.Namespace(gen_batch=4, truncation=truncation)
+        scores = seen_score.score_all(args, runs, ref, lambda: None, first)
+        assert asked[-1] == truncation and scores["medgan"]["0"]["25000"]["truncation_psi"] == used
+        assert list(first) == ["medgan seed 0"] and first["medgan seed 0"].shape == (8, 16, 16)
