@@ -189,6 +189,7 @@ class StyleGANGenerator(nn.Module):
         if not 0.0 <= truncation_psi <= 1.0:
             raise ConfigError(f"truncation_psi must be in [0, 1] (1: none), got {truncation_psi!r}")
         self.truncation_psi = float(truncation_psi)
+        self._centres: tuple[tuple, torch.Tensor] | None = None  # truncation_centre's class means, with their key
         self.out_activation, self.output_range = output_activation(out_activation)
 
         self.mapping = MappingNetwork(
@@ -242,12 +243,17 @@ class StyleGANGenerator(nn.Module):
         `samples` fixed latents per class, since the tracked mean mixes every class."""
         if labels is None or self.mapping.embed is None:
             return self.mapping.w_avg
-        z = torch.randn(samples, self.latent_dim, generator=torch.Generator().manual_seed(0)).to(labels.device)
-        classes, index = torch.unique(labels, return_inverse=True)
-        centres = torch.stack([
-            self.mapping(z, c.expand(samples), update_w_avg=False).float().mean(dim=0) for c in classes
-        ])  # fmt: skip
-        return centres[index]
+        # Drawing calls this once per batch: the centres of all classes are kept until the mapping's weights change
+        # (their version counters move with every optimizer or EMA step and every load), not recomputed each time.
+        key = (labels.device, samples, tuple(p._version for p in self.mapping.parameters()))
+        if self._centres is None or self._centres[0] != key:
+            z = torch.randn(samples, self.latent_dim, generator=torch.Generator().manual_seed(0)).to(labels.device)
+            centres = torch.stack([
+                self.mapping(z, z.new_full((samples,), c, dtype=torch.long), update_w_avg=False).float().mean(dim=0)
+                for c in range(self.num_classes)
+            ])  # fmt: skip
+            self._centres = (key, centres)
+        return self._centres[1][labels]
 
     def _mix_styles(self, ws: torch.Tensor, z: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
         # Layers from a random cutoff on take the styles of a second latent, so that the network cannot assume

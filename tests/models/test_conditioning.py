@@ -105,6 +105,13 @@ def test_conditional_truncation_pulls_each_sample_toward_its_own_class_mean():
     assert not torch.allclose(collapsed[0], collapsed[1], atol=1e-5)
     plain, half = model(z, labels), model(z, labels, truncation_psi=0.5)
     assert (half - collapsed).abs().mean() < (plain - collapsed).abs().mean()  # psi moves it between the two
+    kept = model._centres[1]
+    model.truncation_centre(labels[:2])
+    assert model._centres[1] is kept  # drawing batch after batch reuses the class means...
+    with torch.no_grad():
+        model.mapping.embed.weight.add_(1.0)  # ...until the weights change (a training or EMA step, a load)
+    moved = model.truncation_centre(labels)
+    assert model._centres[1] is not kept and not torch.allclose(moved, centres)
 
 
 def test_the_generators_own_truncation_applies_when_drawing_never_in_training():
