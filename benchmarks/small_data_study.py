@@ -13,7 +13,12 @@ from a handful of subjects without mode collapse, over several seeds, and how cl
     # to the largest count with a checkpoint at each, score every checkpoint beside the held-out floor
     python benchmarks/small_data_study.py run --data .study_data --out seen_out --device cpu \
         --config configs/synth2d_64.yaml --seeds 0 --stock-seeds 0 --images 10000 25000 50000 \
-        [--holdout colin27] [--figure docs/figures/small_data_images_cpu64.png]
+        [--holdout colin27] [--figure docs/figures/small_data_images_cpu64.png] [--samples-figure samples.png]
+
+    # the same folder again: --resume scores what is there and trains each medgan seed on to counts it lacks
+    # (here 100k); --truncation draws with another psi than the config's
+    python benchmarks/small_data_study.py run ... --out seen_out --images 10000 25000 50000 100000 --resume \
+        [--truncation 0.5] [--json other.json]
 
     # redraw those curves from saved JSON, the same study with other settings beside (green), and print the
     # per-count comparison (mean over seeds and every seed's FD / floor, precision, recall)
