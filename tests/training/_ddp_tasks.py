@@ -30,6 +30,8 @@ for task in (*OBJECTIVES.names(), "3d"):
     extra = [f"data.source={pairs}", "loss.r1_gamma=0.5"] if paired else []  # a penalty through DDP for these too
     if task == "3d":
         extra.append(f"data.source={os.path.join(volumes, 'pairs.csv')}")
+    if task == "unconditional":  # the shipped 2D recipe's discriminator head, whose decoder R1 leaves unused
+        extra += ["discriminator.options.reconstruction_head=true", "data.image_size=[32,32]"]
     cfg = load_config(TrainConfig, os.path.join(repo, "configs", f"debug_cpu_{task}.yaml"), [*common, *extra])
     train(cfg, run_dir=os.path.join(out, task))
 dist.destroy_process_group()

@@ -28,3 +28,5 @@ def test_every_task_trains_with_two_processes_and_their_weights_stay_identical(p
         noise = [r["objective"]["noise"] for r in ranks]
         assert (noise[0] != noise[1]).any(), task  # while each process drew its own noise
     assert "loss_r1" in (tmp_path / "pix2pix" / "stats.jsonl").read_text()  # R1 went through DDP too
+    stats = (tmp_path / "unconditional" / "stats.jsonl").read_text()
+    assert "loss_recon" in stats and "loss_r1" in stats  # the reconstruction head trained, beside R1
