@@ -5,7 +5,8 @@ is the held-out subjects' slices against it, and each generated set has as many 
 held-out slices. Per extractor (EfficientNet-Lite0, random_cnn): Fréchet distance, KID,
 precision/recall/density/coverage (`benchmarks.study.scoring.set_metrics`, on `medgan.metrics`), and the
 ratio to the floor. The collapse check is the mean pairwise correlation (NCC) of the samples: a set whose
-value is more than `CORRELATION_TOLERANCE` away from the training slices' is flagged.
+value is more than `CORRELATION_TOLERANCE` away from the training slices' is flagged, on either side as the
+issue words the rule; the table names the side, since only samples more alike than real slices are collapse.
 """
 
 from __future__ import annotations
@@ -135,6 +136,15 @@ def score_set(fake: torch.Tensor, ref: Reference) -> dict[str, Any]:
     return result
 
 
+def correlation_flag(correlation: dict[str, Any]) -> str:
+    """The table's mark for a set outside the correlation rule, naming which side it is on ("" within it)."""
+    if not correlation["collapse_suspected"]:
+        return ""
+    if correlation["difference"] > 0:
+        return "COLLAPSE? (more alike than real)"
+    return "OFF RULE (less alike than real)"
+
+
 def score_all(args: argparse.Namespace, runs: dict[str, dict[str, dict]], ref: Reference, save,
               first: dict[str, torch.Tensor] | None = None) -> dict[str, Any]:  # fmt: skip
     """Every checkpoint of every run, count by count; a failure is recorded and the rest go on. `first`, when
@@ -219,7 +229,7 @@ def print_seen_table(report: dict[str, Any]) -> None:
             print(f"{name:<10} {row['images']:>7}  {row['error']}")
             continue
         m, c = row[tag], row["correlation"]
-        flag = "  COLLAPSE?" if c["collapse_suspected"] else ""
+        flag = "  " + correlation_flag(c) if c["collapse_suspected"] else ""
         print(f"{name:<10} {row['images']:>7} {m['fd']:>8.4g} {m['fd_over_floor']:>7.2f} "
               f"{m['fd_over_slice_floor'] or float('nan'):>7.2f} {m['kid']:>8.4f} "
               f"{m['precision']:>5.2f} {m['recall']:>5.2f} " + "".join(f"{row[t]['fd']:>15.4g}" for t in other)

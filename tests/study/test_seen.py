@@ -12,7 +12,7 @@ import torch
 
 from benchmarks.study import seen
 from benchmarks.study.seen import medgan_command, plan_steps, split_by_subject
-from benchmarks.study.seen_score import mean_pairwise_correlation
+from benchmarks.study.seen_score import correlation_flag, mean_pairwise_correlation
 
 
 def test_plan_rounds_each_count_up_to_whole_batches():
@@ -119,6 +119,15 @@ def test_mean_pairwise_correlation_matches_numpy():
     assert mean_pairwise_correlation(torch.from_numpy(images)) == pytest.approx(expected, abs=1e-6)
     same = torch.from_numpy(np.repeat(images[:1], 4, axis=0))
     assert mean_pairwise_correlation(same) == pytest.approx(1.0, abs=1e-6)  # a collapsed set
+
+
+def test_the_correlation_flag_names_the_side_a_set_fails_on():
+    def flag(difference):
+        return correlation_flag({"difference": difference, "collapse_suspected": abs(difference) > 0.1})
+
+    assert flag(0.05) == flag(-0.09) == ""
+    assert flag(0.3).startswith("COLLAPSE?")  # samples more alike than real slices: collapse in the usual sense
+    assert flag(-0.2).startswith("OFF RULE") and "COLLAPSE" not in flag(-0.2)  # less alike: speckle, fragments
 
 
 def _report(floor_fd: float, fds: dict[str, dict[int, list[float]]]) -> dict:
