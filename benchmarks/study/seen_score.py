@@ -229,7 +229,7 @@ def print_seen_table(report: dict[str, Any]) -> None:
             print(f"{name:<10} {row['images']:>7}  {row['error']}")
             continue
         m, c = row[tag], row["correlation"]
-        flag = "  " + correlation_flag(c) if c["collapse_suspected"] else ""
+        flag = f"  {correlation_flag(c)}".rstrip()
         print(f"{name:<10} {row['images']:>7} {m['fd']:>8.4g} {m['fd_over_floor']:>7.2f} "
               f"{m['fd_over_slice_floor'] or float('nan'):>7.2f} {m['kid']:>8.4f} "
               f"{m['precision']:>5.2f} {m['recall']:>5.2f} " + "".join(f"{row[t]['fd']:>15.4g}" for t in other)

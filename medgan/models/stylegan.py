@@ -244,14 +244,16 @@ class StyleGANGenerator(nn.Module):
         if labels is None or self.mapping.embed is None:
             return self.mapping.w_avg
         # Drawing calls this once per batch: the centres of all classes are kept until the mapping's weights change
-        # (their version counters move with every optimizer or EMA step and every load), not recomputed each time.
-        key = (labels.device, samples, tuple(p._version for p in self.mapping.parameters()))
+        # (their version counters move with every optimizer or EMA step and every load; a copy has new storage),
+        # not recomputed each time. Like w_avg they are constants: no graph is kept with them.
+        key = (labels.device, samples, tuple((p.data_ptr(), p._version) for p in self.mapping.parameters()))
         if self._centres is None or self._centres[0] != key:
             z = torch.randn(samples, self.latent_dim, generator=torch.Generator().manual_seed(0)).to(labels.device)
-            centres = torch.stack([
-                self.mapping(z, z.new_full((samples,), c, dtype=torch.long), update_w_avg=False).float().mean(dim=0)
-                for c in range(self.num_classes)
-            ])  # fmt: skip
+            with torch.no_grad():
+                centres = torch.stack([
+                    self.mapping(z, z.new_full((samples,), c, dtype=torch.long), update_w_avg=False).float().mean(0)
+                    for c in range(self.num_classes)
+                ])  # fmt: skip
             self._centres = (key, centres)
         return self._centres[1][labels]
 

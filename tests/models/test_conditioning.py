@@ -112,6 +112,8 @@ def test_conditional_truncation_pulls_each_sample_toward_its_own_class_mean():
         model.mapping.embed.weight.add_(1.0)  # ...until the weights change (a training or EMA step, a load)
     moved = model.truncation_centre(labels)
     assert model._centres[1] is not kept and not torch.allclose(moved, centres)
+    with torch.enable_grad():
+        assert not model.truncation_centre(labels).requires_grad  # a constant, like w_avg: no graph kept in the cache
 
 
 def test_the_generators_own_truncation_applies_when_drawing_never_in_training():
