@@ -88,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
     from medgan.errors import MedganError
     from medgan.tasks.config import RunConfig
     from medgan.tasks.networks import check_networks
+    from medgan.training.precision import native_bf16
 
     began = time.monotonic()
     out = os.path.abspath(args.out)
@@ -103,6 +104,8 @@ def run(args: argparse.Namespace) -> int:
         "torch": torch.__version__,
         "python": platform.python_version(),
         "device_name": torch.cuda.get_device_name() if cuda and torch.cuda.is_available() else "cpu",
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),  # without AVX-512, precision auto is fp32
+        "native_bf16": native_bf16(torch.device("cuda" if cuda and torch.cuda.is_available() else "cpu")),
         "config": args.config,
         "seeds": args.seeds,
         "minutes": args.minutes,
@@ -293,7 +296,7 @@ def main() -> int:
     r.add_argument(
         "--truncation",
         type=float,
-        help="with --images: medgan samples drawn with this truncation psi (medgan synthesize --truncation; 1: none; "
+        help="medgan samples drawn with this truncation psi (medgan synthesize --truncation; 1: none; "
         "default: the config's generator option, as synthesize draws)",
     )
     r.add_argument("--images", type=int, nargs="+", help="measure against images seen instead of --minutes: train "

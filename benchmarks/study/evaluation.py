@@ -175,16 +175,23 @@ def evaluate(args, out: str, runs: dict[str, dict], cfg, report: dict, deadline:
             evaluation[section][str(seed)] = {"error": traceback.format_exc(limit=4)[-2000:]}
         save()  # what is done stays on disk if the suite's timer ends the study
 
-    def draw_medgan(run: dict, seed: int) -> torch.Tensor:
-        model = load_generators(run["checkpoint"], device)
-        return drawn_slices(model.output, model.record, args.samples, seed, device, args.gen_batch)
+    psi_asked = getattr(args, "truncation", None)  # the tests' small Namespaces may not carry it
+    drawn_with: dict[int, float | None] = {}
 
-    def annotate_medgan(run: dict) -> Callable[[dict], None]:
+    def draw_medgan(run: dict, seed: int) -> torch.Tensor:
+        from medgan.inference.synthesize import truncation_used
+
+        model = load_generators(run["checkpoint"], device)
+        drawn_with[seed] = truncation_used(model.output, psi_asked)
+        return drawn_slices(model.output, model.record, args.samples, seed, device, args.gen_batch, psi_asked)
+
+    def annotate_medgan(run: dict, seed: int) -> Callable[[dict], None]:
         def annotate(result: dict) -> None:
             result["checkpoint"] = run["checkpoint"]
             step = re.search(r"step_(\d+)\.pt$", run["checkpoint"])
             result["checkpoint_step"] = int(step.group(1)) if step else None
             result["training_status"] = run["status"]
+            result["truncation_psi"] = drawn_with.get(seed)
             for tag in real.extractors:
                 result[tag]["fd_progress"] = progress(result[tag], untrained.get(tag), floor[tag])
 
@@ -199,7 +206,7 @@ def evaluate(args, out: str, runs: dict[str, dict], cfg, report: dict, deadline:
 
     for seed in args.seeds:
         run = runs.get(str(seed), {})
-        one("medgan", seed, run, lambda run=run, seed=seed: draw_medgan(run, seed), annotate_medgan(run))
+        one("medgan", seed, run, lambda run=run, seed=seed: draw_medgan(run, seed), annotate_medgan(run, seed))
     evaluation["stock"] = {}
     for seed in args.stock_seeds:
         run = report.get("stock_runs", {}).get(str(seed), {})
