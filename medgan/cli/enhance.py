@@ -36,7 +36,7 @@ def _parse_patch(ctx, param, value: str | None) -> list[int] | None:
 @click.option("--batch", "batch_size", type=int, default=4, show_default=True, help="Windows per network call.")
 @click.option("--device", default="auto", show_default=True, help="auto (a GPU when there is one), cpu, cuda, cuda:N.")
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True,
-              help="auto: bf16 autocast on a GPU, fp32 on the CPU.")  # fmt: skip
+              help="auto: bf16 autocast on a GPU that runs it natively, else fp32 (always on the CPU).")  # fmt: skip
 @click.option("--slice-wise", is_flag=True, help="Apply a 2D checkpoint to a 3D scan slice by slice.")
 @click.option("--format", "format", type=click.Choice(["nifti", "dicom"]),
               help="Output format (default: the input's; for one scan also OUT's suffix).")  # fmt: skip

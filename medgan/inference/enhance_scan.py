@@ -34,10 +34,11 @@ from medgan.io.geometry import (
     spacing_mm,
 )
 from medgan.io.image import affine_of, meta_of
+from medgan.training.precision import native_bf16, warn_if_emulated
 
 __all__ = ["PRECISION_CHOICES", "Enhancer", "output_meta"]
 
-PRECISION_CHOICES = ("auto", "fp32", "bf16")  # auto: bf16 on a GPU, fp32 on the CPU
+PRECISION_CHOICES = ("auto", "fp32", "bf16")  # auto: bf16 on a GPU that runs it natively, else fp32
 
 
 class Enhancer:
@@ -51,7 +52,7 @@ class Enhancer:
         batch_size: int = 4,  # windows per network call
         device: torch.device = torch.device("cpu"),  # noqa: B008  (an immutable default)
         slice_wise: bool = False,  # a 2D checkpoint may run over a 3D scan slice by slice
-        precision: str = "auto",  # auto: bf16 on a GPU, fp32 on the CPU
+        precision: str = "auto",  # auto: bf16 on a GPU that runs it natively, else fp32 (always on the CPU)
     ):
         task, data = model.task, model.cfg.data
         if task.translates is None:
@@ -85,7 +86,10 @@ class Enhancer:
                 raise ConfigError(f"--patch {'x'.join(str(v) for v in window)}: {err.reason}") from None
         self.model, self.key, self.window = model, task.translates[0], window
         self.overlap, self.batch_size, self.device, self.slice_wise = overlap, batch_size, device, slice_wise
-        self.precision = ("bf16" if device.type == "cuda" else "fp32") if precision == "auto" else precision
+        if precision == "auto":  # fp32 on every CPU: outputs are in physical units, bf16 keeps 3 significant digits
+            precision = "bf16" if device.type == "cuda" and native_bf16(device) else "fp32"
+        warn_if_emulated(precision, device, "--precision", "use --precision auto or fp32")
+        self.precision = precision
         self.step = _checkpoint_step(model.path)
 
     def settings(self) -> dict[str, Any]:

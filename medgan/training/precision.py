@@ -31,6 +31,7 @@ __all__ = [
     "resolve_device",
     "resolve_precision",
     "step",
+    "warn_if_emulated",
 ]
 
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
@@ -66,10 +67,15 @@ def resolve_precision(name: str, device: torch.device) -> str:
         return "bf16" if native_bf16(device) else "fp32"
     if name == "fp16" and device.type != "cuda":
         raise ConfigError("train.precision fp16 needs a CUDA GPU; use bf16 or fp32 on the CPU")
-    if name == "bf16" and device.type == "cpu" and not native_bf16(device):
-        log.warning("train.precision is bf16 but this CPU has no native bfloat16 (no AVX-512): autocast emulates "
-                    "it, about 10x slower than fp32; set train.precision=auto or fp32")  # fmt: skip
+    warn_if_emulated(name, device, "train.precision", "set train.precision=auto or fp32")
     return name
+
+
+def warn_if_emulated(name: str, device: torch.device, option: str, fix: str) -> None:
+    """One warning when `option` asks for bf16 on a CPU that can only emulate it."""
+    if name == "bf16" and device.type == "cpu" and not native_bf16(device):
+        log.warning("%s is bf16 but this CPU has no native bfloat16 (no AVX-512): autocast emulates it, about 10x "
+                    "slower than fp32; %s", option, fix)  # fmt: skip
 
 
 def memory_format(spatial_dims: int, enabled: bool) -> torch.memory_format:

@@ -98,6 +98,26 @@ def test_enhance_computes_what_synthesize_translates(enhancer_2d, pairs, tmp_pat
     assert np.allclose(read_image(tmp_path / "e.nii.gz").numpy(), expected.numpy(), atol=1e-3)
 
 
+@pytest.mark.parametrize("native", [True, False])
+def test_the_cpu_enhances_in_fp32_by_default_and_warns_of_an_emulated_bf16(enhancer_2d, monkeypatch, caplog, native):
+    """auto is fp32 on every CPU (outputs stay in HU); an explicit bf16 is kept, with a warning only where the CPU
+    emulates it."""
+    import logging
+
+    from medgan.inference.enhance_scan import Enhancer
+    from medgan.inference.load import load_generators
+
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: native)
+    model = load_generators(enhancer_2d)
+    with caplog.at_level(logging.WARNING, logger="medgan.training.precision"):
+        assert Enhancer(model, slice_wise=True).precision == "fp32"
+        assert not caplog.records
+        assert Enhancer(model, slice_wise=True, precision="bf16").precision == "bf16"
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == int(not native)
+    assert all("--precision" in w and "auto or fp32" in w for w in warnings)
+
+
 def test_super_resolution_writes_the_finer_training_grid(super_resolver, pairs, tmp_path, run_cli):
     source = pairs / "noisy_000.nii.gz"
     original = read_image(source)
