@@ -27,6 +27,9 @@ fake with weight gradients, then on fake for the generator without them), from
 `--defaults` adds medgan's own default GPU networks, trained as configs/synth2d_256.yaml trains them
 (StyleGAN-style generator and residual discriminator at 256x256, batch 32, bf16, channels-last,
 compiled, lazy R1, ADA), with no stock peer: its model TFLOP/s against the device's measured bf16 peak.
+
+`--cpu-precision` (CPU) trains configs/synth2d_64.yaml's networks and settings at 64x64, batch 16, in fp32
+and in bf16, alternating: whether bf16 autocast pays on this CPU, and what `train.precision: auto` picks.
 """
 
 from __future__ import annotations
@@ -56,9 +59,9 @@ def make_pairs(folder: str, size: list[int]) -> str:
 
 
 def trainer_config(csv: str, size: list[int], batch: int, steps: int, warmup: int, device: torch.device,
-                   compile_networks: bool, config: str | None = None):  # fmt: skip
+                   compile_networks: bool, config: str | None = None, extra: tuple[str, ...] = ()):  # fmt: skip
     """The run config medgan trains with: without `config`, the pix2pix pair every contender trains; with it,
-    that config's own networks and settings."""
+    that config's own networks and settings. `extra`: further overrides."""
     from medgan.config import load_config
     from medgan.training import TrainConfig
 
@@ -77,7 +80,7 @@ def trainer_config(csv: str, size: list[int], batch: int, steps: int, warmup: in
             "task=pix2pix", f"data.source_window={window}", "generator.name=unet", "discriminator.name=patchgan",
             "optim.betas=[0.5,0.999]", "train.ema_halflife_images=0", "train.ema_rampup_ratio=null",
         ]  # fmt: skip
-    return load_config(TrainConfig, config, overrides)
+    return load_config(TrainConfig, config, overrides + list(extra))
 
 
 def make_data(cfg):
@@ -155,14 +158,15 @@ def plain_loop(cfg, data, steps: int, warmup: int, device: torch.device, tuned: 
 
 
 def medgan_trainer(csv: str, size: list[int], batch: int, steps: int, warmup: int, device: torch.device,
-                   compile_networks: bool, folder: str, config: str | None = None) -> tuple[float, dict]:  # fmt: skip
+                   compile_networks: bool, folder: str, config: str | None = None,
+                   extra: tuple[str, ...] = ()) -> tuple[float, dict]:  # fmt: skip
     """samples/s of `medgan.training.train` over the timed intervals (its own stats.jsonl).
 
     Without `config`: the pix2pix pair every contender trains; with it: that config's own networks and settings.
     """
     from medgan.training import train
 
-    cfg = trainer_config(csv, size, batch, steps, warmup, device, compile_networks, config)
+    cfg = trainer_config(csv, size, batch, steps, warmup, device, compile_networks, config, extra)
     run = train(cfg, run_dir=folder)
     with open(os.path.join(run, "stats.jsonl")) as fh:
         records = [json.loads(line) for line in fh][1:]  # the intervals after the warm-up
@@ -207,6 +211,30 @@ def default_networks(device: torch.device, steps: int, warmup: int, peak: float 
     return entry
 
 
+def cpu_precision(steps: int, warmup: int, repeats: int, folder: str) -> dict:
+    """configs/synth2d_64.yaml's recipe on the CPU in fp32 and in bf16, alternating: samples/s and their ratio."""
+    from medgan.training.precision import native_bf16, resolve_precision
+
+    config, size, batch, device = "configs/synth2d_64.yaml", [64, 64], 16, torch.device("cpu")
+    csv = make_pairs(os.path.join(folder, "images"), size)
+    runs: dict[str, list[float]] = {"fp32": [], "bf16": []}
+    for round_index in range(repeats):
+        for name in runs if round_index % 2 == 0 else reversed(runs):
+            rate, _ = medgan_trainer(csv, size, batch, steps, warmup, device, False,
+                                     os.path.join(folder, f"{name}{round_index}"), config=config,
+                                     extra=(f"train.precision={name}", "train.channels_last=true"))  # fmt: skip
+            runs[name].append(rate)
+    figures = {k: statistics.median(v) for k, v in runs.items()}
+    capability = torch.backends.cpu.get_cpu_capability()
+    entry = {"config": config, "size": size, "batch": batch, "native_bf16": native_bf16(device),
+             "auto_picks": resolve_precision("auto", device), "cpu_capability": capability, "samples_per_s": figures,
+             "all_runs": runs, "ratio_bf16_vs_fp32": figures["bf16"] / figures["fp32"]}  # fmt: skip
+    print(f"{config} 64x64 batch 16 on the CPU ({entry['cpu_capability']}, native bf16: {entry['native_bf16']}): "
+          f"fp32 {figures['fp32']:.1f}  bf16 {figures['bf16']:.1f} samples/s  ratio bf16 / fp32 "
+          f"{entry['ratio_bf16_vs_fp32']:.2f}  (auto picks {entry['auto_picks']})")  # fmt: skip
+    return entry
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -222,6 +250,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--compile", action="store_true", help="also medgan with torch.compile (always on a GPU)")
     parser.add_argument("--no-compile", action="store_true", help="skip the compiled contender on a GPU (time)")
     parser.add_argument("--defaults", action="store_true", help="also medgan's own default networks (synth2d_256)")
+    parser.add_argument(
+        "--cpu-precision",
+        action="store_true",
+        help="only the 64x64 CPU recipe in fp32 against bf16 (whether bf16 pays on this CPU)",
+    )
     parser.add_argument("--peak-tflops", type=float, help="the device's bf16 peak, to print a fraction of it")
     parser.add_argument("--json", help="also write the figures here")
     args = parser.parse_args(argv)
@@ -233,6 +266,11 @@ def main(argv: list[str] | None = None) -> dict:
 
     result = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
               "torch": torch.__version__, "threads": torch.get_num_threads(), "cases": {}}  # fmt: skip
+    if args.cpu_precision:
+        with tempfile.TemporaryDirectory() as folder:
+            result["cpu_precision"] = cpu_precision(steps, warmup, args.repeats, folder)
+        _write(args.json, result)
+        return result
     for case, (size, batch) in SIZES[device.type].items():
         if args.only and case != args.only:
             continue

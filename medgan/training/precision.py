@@ -5,8 +5,8 @@
   gradients overflowed;
 - `fp32`: plain float32 (TF32 matrix units allowed on GPUs that have them).
 
-`auto` picks bf16 only where the hardware computes it: a CPU without AVX-512 (most laptops and many
-servers) emulates bfloat16 autocast, which trained the 64 x 64 recipe 12x slower than fp32 on one.
+`auto` picks bf16 only where the hardware computes it: an x86 CPU without AVX-512 emulates bfloat16
+autocast, which trained the 64 x 64 recipe 10x slower than fp32 on one.
 """
 
 from __future__ import annotations
