@@ -7,18 +7,13 @@ import types
 
 import torch
 
-import medgan.inference
 from benchmarks.study import evaluation
-from medgan.models import build_generator
 
 
-def test_the_minutes_mode_draws_with_the_truncation_asked_or_the_generators_own_and_records_it(monkeypatch, tmp_path):
-    g = build_generator("stylegan", spatial_dims=2, image_size=16, latent_dim=8, style_dim=8, mapping_layers=1,
-                        base_channels=4, max_channels=4, truncation_psi=0.9).eval()  # fmt: skip
-    monkeypatch.setattr(medgan.inference, "load_generators", lambda path, device: types.SimpleNamespace(
-        output=g, record={}))  # fmt: skip
-    asked = []
-    monkeypatch.setattr(evaluation, "drawn_slices", lambda *a: asked.append(a[-1]) or torch.rand(10, 16, 16))
+def test_the_minutes_mode_draws_with_the_truncation_asked_or_the_generators_own_and_records_it(
+    monkeypatch, tmp_path, drawn_psi
+):
+    asked = drawn_psi
     real = types.SimpleNamespace(extractors={}, diversity=0.3)
     monkeypatch.setattr(evaluation, "real_slices", lambda cfg: None)
     monkeypatch.setattr(evaluation, "_real_set", lambda *a: (torch.rand(10, 16, 16), real))

@@ -194,19 +194,14 @@ def test_compare_rows_average_each_count_over_its_seeds_and_the_figure_takes_var
         assert any(np.isclose(mantissa, m) for m in (1, 2, 2.5, 5))
 
 
-def test_scoring_draws_with_the_generators_own_truncation_or_the_one_asked_and_keeps_the_first_samples(monkeypatch):
+def test_scoring_draws_with_the_generators_own_truncation_or_the_one_asked_and_keeps_the_first_samples(
+    monkeypatch, drawn_psi
+):
     import types
 
-    import medgan.inference
-    from benchmarks.study import evaluation, seen_score
-    from medgan.models import build_generator
+    from benchmarks.study import seen_score
 
-    g = build_generator("stylegan", spatial_dims=2, image_size=16, latent_dim=8, style_dim=8, mapping_layers=1,
-                        base_channels=4, max_channels=4, truncation_psi=0.9).eval()  # fmt: skip
-    monkeypatch.setattr(medgan.inference, "load_generators", lambda path, device: types.SimpleNamespace(
-        output=g, record={}))  # fmt: skip
-    asked = []
-    monkeypatch.setattr(evaluation, "drawn_slices", lambda *a: asked.append(a[-1]) or torch.rand(10, 16, 16))
+    asked = drawn_psi
     lead = {"fd": 1.0, "fd_over_floor": 1.0, "recall": 0.0}
     monkeypatch.setattr(seen_score, "score_set", lambda fake, ref: {"n_samples": len(fake), "x": lead})
     ref = types.SimpleNamespace(n_samples=10, device=torch.device("cpu"), extractors={"x": None})
