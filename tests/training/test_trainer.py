@@ -76,6 +76,12 @@ def test_two_n_steps_equal_n_then_resume_then_n(task, tiny_config, tmp_path):
         assert len(straight["ranks"][0]["objective"]["pools"]["fake_a"]["images"]) > 0
     if task == "unconditional":
         assert straight["ranks"][0]["augment"]["p"] > 0  # ADA moved p, and the resumed run moved it the same way
+        # sessions.jsonl: a line per start or resume, with what `auto` resolved to on that machine
+        sessions = [[json.loads(line) for line in (tmp_path / run / "sessions.jsonl").read_text().splitlines()]
+                    for run in ("straight", "resumed")]  # fmt: skip
+        assert [[s["step"] for s in run] for run in sessions] == [[0], [0, 5]]
+        assert {(s["device"], s["precision"], s["processes"]) for run in sessions for s in run} == {("cpu", "fp32", 1)}
+        assert all(s["hardware"].endswith(f"({torch.backends.cpu.get_cpu_capability()})") for s in sessions[1])
 
 
 def test_a_time_limit_stops_with_a_checkpoint_and_resume_finishes_as_if_uninterrupted(
@@ -171,6 +177,17 @@ def test_a_nan_loss_stops_the_run_naming_the_step_and_writes_no_later_checkpoint
     with pytest.raises(TrainingDiverged, match=r"loss_g became NaN or infinite at step 4"):
         train(cfg, run_dir=str(tmp_path))
     assert [os.path.basename(p) for p in checkpoint_paths(str(tmp_path))] == ["step_0000002.pt"]
+
+
+def test_a_fresh_start_in_a_folder_without_checkpoints_drops_the_old_stats_and_sessions(tiny_config, tmp_path):
+    """What a run that failed before its first checkpoint logged does not mix with the new run's lines."""
+    for name in ("stats.jsonl", "sessions.jsonl"):
+        (tmp_path / name).write_text(json.dumps({"step": 99, "stale": True}) + "\n")
+    train(tiny_config("unconditional", *QUIET, "train.steps=2"), run_dir=str(tmp_path))
+    for name in ("stats.jsonl", "sessions.jsonl"):
+        lines = [json.loads(line) for line in (tmp_path / name).read_text().splitlines()]
+        assert lines and not any(line.get("stale") for line in lines), name
+    assert [json.loads(line)["step"] for line in (tmp_path / "sessions.jsonl").read_text().splitlines()] == [0]
 
 
 CONFIGS = os.path.join(os.path.dirname(__file__), "..", "..", "configs")
