@@ -63,10 +63,21 @@ def summarise_run(run_dir: str) -> dict[str, Any]:
         "train_time_s": last.get("time_s"),
         "losses_last": losses,
         "gpu_memory_gib_max": max(memory) if memory else None,
+        "sessions": read_sessions(run_dir),  # what each start or resume trained on, and in which precision
         "trajectory": [
             {k: r[k] for k in r if k in keep or k.startswith("loss")} for r in rows[:: max(1, len(rows) // 40)]
         ],
     }
+
+
+def read_sessions(run_dir: str) -> list[dict[str, Any]]:
+    """The run folder's sessions.jsonl: a record per start or resume (step, device, hardware, precision...)."""
+    sessions = []
+    with contextlib.suppress(OSError), open(os.path.join(run_dir, "sessions.jsonl")) as fh:
+        for line in fh:
+            with contextlib.suppress(json.JSONDecodeError):
+                sessions.append(json.loads(line))
+    return sessions
 
 
 def tail(path: str, chars: int = 3000) -> str:

@@ -214,3 +214,18 @@ def test_scoring_draws_with_the_generators_own_truncation_or_the_one_asked_and_k
         scores = seen_score.score_all(args, runs, ref, lambda: None, first)
         assert asked[-1] == truncation and scores["medgan"]["0"]["25000"]["truncation_psi"] == used
         assert list(first) == ["medgan seed 0"] and first["medgan seed 0"].shape == (8, 16, 16)
+
+
+def test_a_run_summary_carries_what_each_session_trained_on(tmp_path):
+    """The precision a run trained in depends on the machine (auto), so the study keeps each session's record."""
+    import json
+
+    from benchmarks.study.runs import summarise_run
+
+    (tmp_path / "stats.jsonl").write_text(json.dumps({"step": 5, "images_seen": 80, "loss_d": 1.0}) + "\n")
+    sessions = [{"step": 0, "device": "cpu", "precision": "bf16"}, {"step": 3, "device": "cpu", "precision": "fp32"}]
+    (tmp_path / "sessions.jsonl").write_text("".join(json.dumps(s) + "\n" for s in sessions) + "{torn")
+    summary = summarise_run(str(tmp_path))
+    assert summary["steps"] == 5 and summary["sessions"] == sessions
+    (tmp_path / "sessions.jsonl").unlink()  # a run from before sessions were recorded
+    assert summarise_run(str(tmp_path))["sessions"] == []
