@@ -1,4 +1,4 @@
-"""What a run reports: `stats.jsonl`, TensorBoard events, sample grids and a progress line.
+"""What a run reports: `stats.jsonl`, `sessions.jsonl`, TensorBoard events, sample grids and a progress line.
 
 Only rank 0 writes or prints. Losses are accumulated on the device and read once per log
 interval, so logging never stalls the GPU between steps; the same read checks that no loss
@@ -7,9 +7,12 @@ has become NaN or infinite (and names the first step where one did).
 
 from __future__ import annotations
 
+import datetime
 import json
+import logging
 import math
 import os
+import platform
 import sys
 import time
 from collections.abc import Sequence
@@ -18,11 +21,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
+import medgan
 from medgan.errors import MedganError
 from medgan.io.png import encode_png, to_uint8
 from medgan.training.events import EventWriter
 
-__all__ = ["RunLogger", "Stats", "TrainingDiverged", "sample_grid"]
+__all__ = ["RunLogger", "Stats", "TrainingDiverged", "record_session", "sample_grid"]
+log = logging.getLogger(__name__)
 
 
 class TrainingDiverged(MedganError):
@@ -201,3 +206,32 @@ def _duration(seconds: float) -> str:
     seconds = int(seconds)
     hours, rest = divmod(seconds, 3600)
     return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"
+
+
+def record_session(run_dir: str, step: int, device: torch.device, precision: str, channels_last: bool,
+                   compiled: bool, processes: int) -> None:  # fmt: skip
+    """One line in sessions.jsonl per start or resume: what this stretch of the run trained on and how. A resumed
+    run may have moved to another machine, where `auto` resolves differently (bf16 on one CPU, fp32 on another)."""
+    if device.type == "cuda":
+        hardware = torch.cuda.get_device_name(device)
+    else:
+        hardware = f"{_cpu_name()} ({torch.backends.cpu.get_cpu_capability()})"
+    session = {"started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "step": step,
+               "device": str(device), "hardware": hardware, "precision": precision, "channels_last": channels_last,
+               "compile": compiled, "processes": processes, "threads": torch.get_num_threads(),
+               "torch": torch.__version__, "medgan": medgan.__version__}  # fmt: skip
+    log.info("training from step %d on %s (%s) in %s", step, device, hardware, precision)
+    with open(os.path.join(run_dir, "sessions.jsonl"), "a") as fh:
+        fh.write(json.dumps(session) + "\n")
+
+
+def _cpu_name() -> str:
+    """The CPU's model name where the system says it (Linux), else what `platform` knows."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()

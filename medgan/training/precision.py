@@ -51,7 +51,10 @@ def native_bf16(device: torch.device) -> bool:
     """Whether `device` runs bfloat16 at speed: a CUDA GPU that supports it, or a CPU whose oneDNN kernels do
     (AVX-512 or Arm BF16). Elsewhere autocast emulates bfloat16, many times slower than float32."""
     if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
+        try:
+            return torch.cuda.is_bf16_supported(including_emulation=False)
+        except TypeError:  # a PyTorch that does not yet count emulation as support
+            return torch.cuda.is_bf16_supported()
     if device.type == "cpu":
         try:
             return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())

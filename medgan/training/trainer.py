@@ -12,18 +12,14 @@ random state and the data order (`run_state.py`).
 
 from __future__ import annotations
 
-import datetime
-import json
 import logging
 import os
-import platform
 import random
 
 import numpy as np
 import torch
 from torch.utils.data import default_collate
 
-import medgan
 from medgan.config import dump_config
 from medgan.errors import ConfigError, OutputError
 from medgan.io.atomic import atomic_file
@@ -40,7 +36,7 @@ from medgan.tasks.networks import build_task_networks, check_networks
 from medgan.training import build
 from medgan.training.distributed import Dist, setup
 from medgan.training.ema import EMA
-from medgan.training.logging import RunLogger, Stats
+from medgan.training.logging import RunLogger, Stats, record_session
 from medgan.training.objectives import OBJECTIVES
 from medgan.training.precision import (
     Precision,
@@ -137,7 +133,7 @@ def _train(cfg: TrainConfig, dist: Dist, run_dir: str | None, resume: bool, name
         log.info("resuming %s at step %d", run_dir, start_step)
     if dist.is_main:
         _start_run_folder(run_dir, cfg, fresh=checkpoint is None)
-        _record_session(run_dir, start_step, device, precision.name, channels_last, cfg.train.compile, dist.world_size)
+        record_session(run_dir, start_step, device, precision.name, channels_last, cfg.train.compile, dist.world_size)
 
     batch_size, total = cfg.train.batch_size, cfg.train.steps
     images_per_step = batch_size * dist.world_size * (simulate.per_sample if simulate is not None else 1)
@@ -223,35 +219,6 @@ def _start_run_folder(run_dir: str, cfg: TrainConfig, fresh: bool) -> None:
     for name in ("stats.jsonl", "sessions.jsonl") if fresh else ():
         if os.path.exists(os.path.join(run_dir, name)):
             os.remove(os.path.join(run_dir, name))
-
-
-def _record_session(run_dir: str, step: int, device: torch.device, precision: str, channels_last: bool,
-                    compiled: bool, processes: int) -> None:  # fmt: skip
-    """One line in sessions.jsonl per start or resume: what this stretch of the run trained on and how. A resumed
-    run may have moved to another machine, where `auto` resolves differently (bf16 on one CPU, fp32 on another)."""
-    if device.type == "cuda":
-        hardware = torch.cuda.get_device_name(device)
-    else:
-        hardware = f"{_cpu_name()} ({torch.backends.cpu.get_cpu_capability()})"
-    session = {"started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "step": step,
-               "device": str(device), "hardware": hardware, "precision": precision, "channels_last": channels_last,
-               "compile": compiled, "processes": processes, "threads": torch.get_num_threads(),
-               "torch": torch.__version__, "medgan": medgan.__version__}  # fmt: skip
-    log.info("training from step %d on %s (%s) in %s", step, device, hardware, precision)
-    with open(os.path.join(run_dir, "sessions.jsonl"), "a") as fh:
-        fh.write(json.dumps(session) + "\n")
-
-
-def _cpu_name() -> str:
-    """The CPU's model name where the system says it (Linux), else what `platform` knows."""
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _memory(device: torch.device) -> dict[str, float]:

@@ -64,3 +64,16 @@ def test_no_shipped_config_forces_bf16():
     assert forced == []
     with open(os.path.join(REPO, "configs", "synth2d_64.yaml")) as fh:
         assert yaml.safe_load(fh)["train"]["precision"] == "auto"
+
+
+def test_a_gpu_counts_as_native_only_when_it_computes_bf16_itself(monkeypatch):
+    """Pre-Ampere GPUs report bf16 support through emulation; auto gives them fp32."""
+    asked = []
+
+    def supported(including_emulation=True):
+        asked.append(including_emulation)
+        return including_emulation  # a GPU that only emulates bf16
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", supported)
+    assert prec.native_bf16(torch.device("cuda")) is False and asked == [False]
+    assert prec.resolve_precision("auto", torch.device("cuda")) == "fp32"
