@@ -27,7 +27,8 @@ from a handful of subjects without mode collapse, over several seeds, and how cl
 
 `--images` (benchmarks/study/seen.py, seen_score.py): the data folder is split by subject (`--holdout`,
 default colin27: the floor is a new real subject's slices); medgan trains to each count in ceil(count /
-batch) steps (`medgan train`, then `--resume` to the next count) and the stock peer keeps its generator at
+batch) steps (`medgan train`, then `--resume` to the next count, with a save point every 5000 images
+between counts that `run --resume` goes on from after a stop) and the stock peer keeps its generator at
 each count; every checkpoint draws as many samples as there are held-out slices and is scored on
 EfficientNet-Lite0 and random_cnn (FD, KID, precision, recall, density, coverage, the ratio to the floor)
 with the collapse check (mean pairwise NCC of the samples within 0.1 of the training slices'). `--minutes`
@@ -285,8 +286,9 @@ def main() -> int:
         "--resume",
         action="store_true",
         help="with --images: keep the seed folders an earlier run of "
-        "this --out left; medgan seeds train on from their last count to the counts they lack (the "
-        "stock peer, which cannot, starts again), and seeds that have every count are only scored",
+        "this --out left; medgan seeds train on from their newest checkpoint (a count's, or a save point "
+        "kept every 5000 images between counts, so a stopped study loses at most that) to the counts they "
+        "lack (the stock peer, which cannot, starts again), and seeds that have every count are only scored",
     )
     r.add_argument(
         "--samples-figure",

@@ -8,6 +8,10 @@ floor is what a new real subject scores, not slices adjacent to the ones trained
 count in `ceil(count / batch)` steps: `medgan train` runs to the first count and `medgan train --resume`
 (which restores the run exactly) goes on to each next one, so its checkpoints sit at those steps. The stock
 peer keeps its generator at the first step that reaches each count (`stock --images`).
+
+Between counts each medgan run also saves a checkpoint every `SAVE_EVERY_IMAGES` images, so a study that is
+stopped (a session ending, a machine going back) loses at most that much: `run --resume` goes on from the
+newest checkpoint. Once a run has every count, the save points between them are deleted.
 """
 
 from __future__ import annotations
@@ -28,8 +32,10 @@ import torch
 from benchmarks.study.common import REPO, SCRIPT, log, resolve_device
 from benchmarks.study.runs import study_overrides, summarise_run, tail, wait_all
 from benchmarks.study.stock import STOCK, stock_checkpoint_path
+from medgan.tasks.checkpoint import checkpoint_paths, latest_checkpoint
 
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
+SAVE_EVERY_IMAGES = 5000  # a save point between counts: a few minutes of a CPU run, seconds of a GPU one
 
 
 def plan_steps(counts: list[int], batch_size: int) -> list[dict[str, int]]:
@@ -82,15 +88,16 @@ def split_by_subject(data: str, holdout: list[str], out: str, keep: bool = False
 
 
 def medgan_command(args: argparse.Namespace, seed: int, run_dir: str, plan: list[dict], sets: list[str],
-                   done: int = 0) -> list[str]:  # fmt: skip
+                   done: int = 0, started: bool = False) -> list[str]:  # fmt: skip
     """One shell line: `medgan train` to the first count, then `--resume` to each next count; the first `done`
-    counts are already there (the run goes on from its checkpoint)."""
+    counts are already there, and `started`: the run has a save point before the next count (it goes on from
+    its newest checkpoint either way)."""
     lines = []
     for i, point in enumerate(plan):
         if i < done:
             continue
         command = [sys.executable, "-m", "medgan", "train", "-c", args.config, "--run-dir", run_dir]
-        command += ["--resume"] if i else []
+        command += ["--resume"] if i or started else []
         for item in [*sets, *args.set, f"seed={seed}", f"train.steps={point['steps']}"]:
             command += ["--set", item]
         lines.append(shlex.join(command))
@@ -122,10 +129,18 @@ def _checkpoints(kind: str, run_dir: str, plan: list[dict]) -> dict[str, dict[st
     return found
 
 
+def save_points(run_dir: str, plan: list[dict]) -> list[str]:
+    """The run's checkpoints that are not at one of the plan's counts (its save points between them)."""
+    counts = {os.path.join(run_dir, "checkpoints", f"step_{point['steps']:07d}.pt") for point in plan}
+    return [path for path in checkpoint_paths(run_dir) if path not in counts]
+
+
 def train_all(args: argparse.Namespace, out: str, data: str, plan: list[dict]) -> dict[str, dict[str, dict]]:
     """Every medgan and stock seed, all at once, each to the largest count. Returns {kind: {seed: run}}."""
     sets = [item for item in study_overrides(data, None, args.log_every, 10**7) if not item.startswith("train.steps")]
-    sets += ["train.keep_checkpoints=1000", f"train.checkpoint_every_steps={10**7}"]  # only the counts' own
+    batch = plan[0]["images_seen"] // plan[0]["steps"]
+    every = max(1, SAVE_EVERY_IMAGES // batch)
+    sets += ["train.keep_checkpoints=100000", f"train.checkpoint_every_steps={every}"]  # save points pruned below
     if args.device != "auto":
         sets.append(f"train.device={args.device}")
     env = dict(os.environ)
@@ -139,26 +154,30 @@ def train_all(args: argparse.Namespace, out: str, data: str, plan: list[dict]) -
     for kind, seed in [*(("medgan", s) for s in args.seeds), *(("stock", s) for s in args.stock_seeds)]:
         name = f"seed{seed}" if kind == "medgan" else f"stock{seed}"
         run_dir, log_path = os.path.join(out, name), os.path.join(out, f"{name}.log")
-        done = 0
+        done, started = 0, False
         if os.path.exists(run_dir):
             if getattr(args, "resume", False):
                 found = _checkpoints(kind, run_dir, plan)
                 done = next((i for i, point in enumerate(plan) if not found[str(point["images"])]["path"]), len(plan))
+                started = kind == "medgan" and bool(save_points(run_dir, plan))
             elif not args.overwrite:
                 raise SystemExit(f"{run_dir} exists; pass --overwrite, --resume or choose another --out")
             if done == len(plan):  # every count is there: score it as it is
                 reused[(kind, seed)] = run_dir
                 continue
-            if kind == "stock" or done == 0:  # the stock peer cannot go on from a checkpoint: it starts again
-                done = 0
+            if kind == "stock" or (done == 0 and not started):  # the stock peer cannot go on: it starts again
+                done, started = 0, False
                 shutil.rmtree(run_dir)
         if kind == "medgan":
-            command = medgan_command(args, seed, run_dir, plan, sets, done)
+            command = medgan_command(args, seed, run_dir, plan, sets, done, started)
         else:
             command = stock_command(args, seed, run_dir, data, plan)
-        if done:
-            log(f"{name}: going on from its checkpoint at {plan[done - 1]['images']} images")
-            log_path = os.path.join(out, f"{name}_from{plan[done - 1]['images']}.log")
+        if done or started:
+            newest = os.path.basename(latest_checkpoint(run_dir) or "")
+            steps = int(newest[5:12])  # step_NNNNNNN.pt; a count's own checkpoint is named by its count
+            seen = next((point["images"] for point in plan if point["steps"] == steps), steps * batch)
+            log(f"{name}: going on from its newest checkpoint, {newest} ({seen} images)")
+            log_path = os.path.join(out, f"{name}_from{seen}.log")
         fh = open(log_path, "w")  # noqa: SIM115 - closed when the process ends
         proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=fh, stderr=subprocess.STDOUT,
                                 start_new_session=True)  # fmt: skip
@@ -180,6 +199,9 @@ def train_all(args: argparse.Namespace, out: str, data: str, plan: list[dict]) -
         p["log"].close()
         checkpoints = _checkpoints(kind, p["run_dir"], plan)
         complete = all(c["path"] for c in checkpoints.values())
+        if kind == "medgan" and complete:  # every count is there: the save points between them are not needed
+            for path in save_points(p["run_dir"], plan):
+                os.remove(path)
         run = {
             "status": "ok" if code == 0 and complete else ("killed" if (kind, seed) in killed else "failed"),
             "returncode": code,

@@ -229,3 +229,68 @@ def test_a_run_summary_carries_what_each_session_trained_on(tmp_path):
     assert summary["steps"] == 5 and summary["sessions"] == sessions
     (tmp_path / "sessions.jsonl").unlink()  # a run from before sessions were recorded
     assert summarise_run(str(tmp_path))["sessions"] == []
+
+
+def test_a_stopped_study_goes_on_from_its_newest_save_point_and_prunes_them_once_every_count_is_there(
+    tmp_path, monkeypatch
+):
+    plan = plan_steps([10_000, 25_000], batch_size=16)
+    ckpts = {seed: tmp_path / f"seed{seed}" / "checkpoints" for seed in (0, 1)}
+    for folder in ckpts.values():
+        folder.mkdir(parents=True)
+    (ckpts[0] / "step_0000312.pt").write_bytes(b"")  # stopped before its first count, after one save point
+    for step in (312, 625, 937, 1249):  # stopped after its first count, with save points on either side of it
+        (ckpts[1] / f"step_{step:07d}.pt").write_bytes(b"")
+    started = []
+
+    class Finished:  # a run that ended at once and wrote the checkpoints of the counts it lacked
+        def __init__(self, command, **kwargs):
+            started.append(command)
+            seed = 0 if "seed0" in command[2] else 1
+            for step in (625, 1563):
+                (ckpts[seed] / f"step_{step:07d}.pt").write_bytes(b"")
+            self.pid, self.returncode = 0, 0
+
+        def poll(self):
+            return 0
+
+        def wait(self):
+            return 0
+
+    monkeypatch.setattr(seen.subprocess, "Popen", Finished)
+    args = argparse.Namespace(config="configs/synth2d_64.yaml", set=[], seeds=[0, 1], stock_seeds=[], resume=True,
+                              overwrite=False, device="cpu", log_every=25, kill_after=None)  # fmt: skip
+    runs = seen.train_all(args, str(tmp_path), str(tmp_path / "data"), plan)
+    chain0 = started[0][2].removeprefix("set -e; ").split(" && ")
+    chain1 = started[1][2].removeprefix("set -e; ").split(" && ")
+    assert len(chain0) == 2 and all("--resume" in line for line in chain0)  # not started afresh: it goes on
+    assert "--set train.checkpoint_every_steps=312" in chain0[0]  # a save point every 5000 images at batch 16
+    assert len(chain1) == 1 and "--resume" in chain1[0] and chain1[0].endswith("train.steps=1563")
+    assert (tmp_path / "seed0_from4992.log").exists() and (tmp_path / "seed1_from19984.log").exists()
+    for seed in (0, 1):
+        assert runs["medgan"][str(seed)]["status"] == "ok"
+        assert sorted(p.name for p in ckpts[seed].iterdir()) == ["step_0000625.pt", "step_0001563.pt"]
+
+
+def test_a_run_left_with_no_checkpoint_at_all_starts_afresh(tmp_path, monkeypatch):
+    plan = plan_steps([10_000], batch_size=16)
+    (tmp_path / "seed0" / "samples").mkdir(parents=True)
+    (tmp_path / "seed0" / "samples" / "old.png").write_bytes(b"")
+    started = []
+
+    class Finished:
+        def __init__(self, command, **kwargs):
+            started.append(command)
+            self.pid, self.returncode = 0, 0
+
+        def poll(self):
+            return 0
+
+        def wait(self):
+            return 0
+
+    monkeypatch.setattr(seen.subprocess, "Popen", Finished)
+    args = argparse.Namespace(config="configs/synth2d_64.yaml", set=[], seeds=[0], stock_seeds=[], resume=True,
+                              overwrite=False, device="cpu", log_every=25, kill_after=None)  # fmt: skip
+    seen.train_all(args, str(tmp_path), str(tmp_path / "data"), plan)
+    assert "--resume" not in started[0][2] and not (tmp_path / "seed0" / "samples" / "old.png").exists()
