@@ -76,18 +76,15 @@ def test_resume_keeps_the_split_an_earlier_run_left_and_refuses_another(tmp_path
     assert kept.read_bytes() == b"a"
 
 
-def test_resume_scores_a_complete_run_as_it_is_and_trains_an_incomplete_one_on(tmp_path, monkeypatch):
-    plan = plan_steps([10_000, 25_000], batch_size=16)
-    for seed, steps in ((0, (625, 1563)), (1, (625,))):
-        (tmp_path / f"seed{seed}" / "checkpoints").mkdir(parents=True)
-        for step in steps:
-            (tmp_path / f"seed{seed}" / "checkpoints" / f"step_{step:07d}.pt").write_bytes(b"")
+def _train_instantly(monkeypatch, tmp_path, plan, seeds, on_start=lambda command: None):
+    """`seen.train_all` with --resume where each run ends at once (after `on_start(command)`, which may write the
+    checkpoints it would have left). Returns the runs, the commands started and the arguments."""
     started = []
 
-    class Finished:  # what Popen gives back: a run that ended at once and wrote its last checkpoint
+    class Finished:  # what Popen gives back
         def __init__(self, command, **kwargs):
             started.append(command)
-            (tmp_path / "seed1" / "checkpoints" / "step_0001563.pt").write_bytes(b"")
+            on_start(command)
             self.pid, self.returncode = 0, 0
 
         def poll(self):
@@ -97,9 +94,19 @@ def test_resume_scores_a_complete_run_as_it_is_and_trains_an_incomplete_one_on(t
             return 0
 
     monkeypatch.setattr(seen.subprocess, "Popen", Finished)
-    args = argparse.Namespace(config="configs/synth2d_64.yaml", set=[], seeds=[0, 1], stock_seeds=[], resume=True,
+    args = argparse.Namespace(config="configs/synth2d_64.yaml", set=[], seeds=seeds, stock_seeds=[], resume=True,
                               overwrite=False, device="cpu", log_every=25, kill_after=None)  # fmt: skip
-    runs = seen.train_all(args, str(tmp_path), str(tmp_path / "data"), plan)
+    return seen.train_all(args, str(tmp_path), str(tmp_path / "data"), plan), started, args
+
+
+def test_resume_scores_a_complete_run_as_it_is_and_trains_an_incomplete_one_on(tmp_path, monkeypatch):
+    plan = plan_steps([10_000, 25_000], batch_size=16)
+    for seed, steps in ((0, (625, 1563)), (1, (625,))):
+        (tmp_path / f"seed{seed}" / "checkpoints").mkdir(parents=True)
+        for step in steps:
+            (tmp_path / f"seed{seed}" / "checkpoints" / f"step_{step:07d}.pt").write_bytes(b"")
+    last = tmp_path / "seed1" / "checkpoints" / "step_0001563.pt"
+    runs, started, args = _train_instantly(monkeypatch, tmp_path, plan, [0, 1], lambda _: last.write_bytes(b""))
     assert runs["medgan"]["0"]["reused"] and runs["medgan"]["0"]["status"] == "ok"
     assert len(started) == 1 and "seed1" in started[0][2]  # only the run that lacked a count trained
     chain = started[0][2].removeprefix("set -e; ").split(" && ")
@@ -241,26 +248,12 @@ def test_a_stopped_study_goes_on_from_its_newest_save_point_and_prunes_them_once
     (ckpts[0] / "step_0000312.pt").write_bytes(b"")  # stopped before its first count, after one save point
     for step in (312, 625, 937, 1249):  # stopped after its first count, with save points on either side of it
         (ckpts[1] / f"step_{step:07d}.pt").write_bytes(b"")
-    started = []
 
-    class Finished:  # a run that ended at once and wrote the checkpoints of the counts it lacked
-        def __init__(self, command, **kwargs):
-            started.append(command)
-            seed = 0 if "seed0" in command[2] else 1
-            for step in (625, 1563):
-                (ckpts[seed] / f"step_{step:07d}.pt").write_bytes(b"")
-            self.pid, self.returncode = 0, 0
+    def counts_written(command):  # the checkpoints of the counts the run lacked
+        for step in (625, 1563):
+            (ckpts[0 if "seed0" in command[2] else 1] / f"step_{step:07d}.pt").write_bytes(b"")
 
-        def poll(self):
-            return 0
-
-        def wait(self):
-            return 0
-
-    monkeypatch.setattr(seen.subprocess, "Popen", Finished)
-    args = argparse.Namespace(config="configs/synth2d_64.yaml", set=[], seeds=[0, 1], stock_seeds=[], resume=True,
-                              overwrite=False, device="cpu", log_every=25, kill_after=None)  # fmt: skip
-    runs = seen.train_all(args, str(tmp_path), str(tmp_path / "data"), plan)
+    runs, started, _ = _train_instantly(monkeypatch, tmp_path, plan, [0, 1], counts_written)
     chain0 = started[0][2].removeprefix("set -e; ").split(" && ")
     chain1 = started[1][2].removeprefix("set -e; ").split(" && ")
     assert len(chain0) == 2 and all("--resume" in line for line in chain0)  # not started afresh: it goes on
@@ -276,21 +269,5 @@ def test_a_run_left_with_no_checkpoint_at_all_starts_afresh(tmp_path, monkeypatc
     plan = plan_steps([10_000], batch_size=16)
     (tmp_path / "seed0" / "samples").mkdir(parents=True)
     (tmp_path / "seed0" / "samples" / "old.png").write_bytes(b"")
-    started = []
-
-    class Finished:
-        def __init__(self, command, **kwargs):
-            started.append(command)
-            self.pid, self.returncode = 0, 0
-
-        def poll(self):
-            return 0
-
-        def wait(self):
-            return 0
-
-    monkeypatch.setattr(seen.subprocess, "Popen", Finished)
-    args = argparse.Namespace(config="configs/synth2d_64.yaml", set=[], seeds=[0], stock_seeds=[], resume=True,
-                              overwrite=False, device="cpu", log_every=25, kill_after=None)  # fmt: skip
-    seen.train_all(args, str(tmp_path), str(tmp_path / "data"), plan)
+    _, started, _ = _train_instantly(monkeypatch, tmp_path, plan, [0])
     assert "--resume" not in started[0][2] and not (tmp_path / "seed0" / "samples" / "old.png").exists()
