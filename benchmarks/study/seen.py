@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import glob
+import json
 import math
 import os
 import shlex
@@ -129,10 +130,30 @@ def _checkpoints(kind: str, run_dir: str, plan: list[dict]) -> dict[str, dict[st
     return found
 
 
-def save_points(run_dir: str, plan: list[dict]) -> list[str]:
-    """The run's checkpoints that are not at one of the plan's counts (its save points between them)."""
-    counts = {os.path.join(run_dir, "checkpoints", f"step_{point['steps']:07d}.pt") for point in plan}
-    return [path for path in checkpoint_paths(run_dir) if path not in counts]
+COUNTS_FILE = "study_counts.json"  # in a medgan run folder: the steps of every count any study run asked of it
+
+
+def count_steps(run_dir: str, plan: list[dict]) -> set[int]:
+    """The steps of the counts this run keeps: this plan's and every earlier study run's (recorded in
+    COUNTS_FILE, which this updates), so a later study with other counts never takes an earlier one's count
+    checkpoint for a save point. A folder from before the file existed keeps every checkpoint it has."""
+    path = os.path.join(run_dir, COUNTS_FILE)
+    if os.path.exists(path):
+        with open(path) as fh:
+            steps = set(json.load(fh))
+    else:
+        steps = {int(os.path.basename(p)[5:12]) for p in checkpoint_paths(run_dir)}
+    steps |= {point["steps"] for point in plan}
+    os.makedirs(run_dir, exist_ok=True)
+    with open(path + ".tmp", "w") as fh:
+        json.dump(sorted(steps), fh)
+    os.replace(path + ".tmp", path)
+    return steps
+
+
+def save_points(run_dir: str, counts: set[int]) -> list[str]:
+    """The run's checkpoints at none of its counts' steps: the save points between them."""
+    return [path for path in checkpoint_paths(run_dir) if int(os.path.basename(path)[5:12]) not in counts]
 
 
 def train_all(args: argparse.Namespace, out: str, data: str, plan: list[dict]) -> dict[str, dict[str, dict]]:
@@ -154,21 +175,25 @@ def train_all(args: argparse.Namespace, out: str, data: str, plan: list[dict]) -
     for kind, seed in [*(("medgan", s) for s in args.seeds), *(("stock", s) for s in args.stock_seeds)]:
         name = f"seed{seed}" if kind == "medgan" else f"stock{seed}"
         run_dir, log_path = os.path.join(out, name), os.path.join(out, f"{name}.log")
-        done, started = 0, False
+        done, started, counts = 0, False, set()
         if os.path.exists(run_dir):
             if getattr(args, "resume", False):
                 found = _checkpoints(kind, run_dir, plan)
                 done = next((i for i, point in enumerate(plan) if not found[str(point["images"])]["path"]), len(plan))
-                started = kind == "medgan" and bool(save_points(run_dir, plan))
+                counts = count_steps(run_dir, plan) if kind == "medgan" else set()
+                started = bool(save_points(run_dir, counts)) if kind == "medgan" else False
             elif not args.overwrite:
                 raise SystemExit(f"{run_dir} exists; pass --overwrite, --resume or choose another --out")
             if done == len(plan):  # every count is there: score it as it is
                 reused[(kind, seed)] = run_dir
+                for path in save_points(run_dir, counts) if kind == "medgan" else []:  # stopped before pruning
+                    os.remove(path)
                 continue
             if kind == "stock" or (done == 0 and not started):  # the stock peer cannot go on: it starts again
                 done, started = 0, False
                 shutil.rmtree(run_dir)
         if kind == "medgan":
+            count_steps(run_dir, plan)  # recorded before training, so a stopped run knows its counts
             command = medgan_command(args, seed, run_dir, plan, sets, done, started)
         else:
             command = stock_command(args, seed, run_dir, data, plan)
@@ -200,7 +225,7 @@ def train_all(args: argparse.Namespace, out: str, data: str, plan: list[dict]) -
         checkpoints = _checkpoints(kind, p["run_dir"], plan)
         complete = all(c["path"] for c in checkpoints.values())
         if kind == "medgan" and complete:  # every count is there: the save points between them are not needed
-            for path in save_points(p["run_dir"], plan):
+            for path in save_points(p["run_dir"], count_steps(p["run_dir"], plan)):
                 os.remove(path)
         run = {
             "status": "ok" if code == 0 and complete else ("killed" if (kind, seed) in killed else "failed"),

@@ -101,13 +101,15 @@ def _train_instantly(monkeypatch, tmp_path, plan, seeds, on_start=lambda command
 
 def test_resume_scores_a_complete_run_as_it_is_and_trains_an_incomplete_one_on(tmp_path, monkeypatch):
     plan = plan_steps([10_000, 25_000], batch_size=16)
-    for seed, steps in ((0, (625, 1563)), (1, (625,))):
+    for seed, steps in ((0, (625, 1563, 1875)), (1, (625,))):  # seed 0 stopped after its last count, unpruned
         (tmp_path / f"seed{seed}" / "checkpoints").mkdir(parents=True)
+        (tmp_path / f"seed{seed}" / seen.COUNTS_FILE).write_text("[625, 1563]")
         for step in steps:
             (tmp_path / f"seed{seed}" / "checkpoints" / f"step_{step:07d}.pt").write_bytes(b"")
     last = tmp_path / "seed1" / "checkpoints" / "step_0001563.pt"
     runs, started, args = _train_instantly(monkeypatch, tmp_path, plan, [0, 1], lambda _: last.write_bytes(b""))
     assert runs["medgan"]["0"]["reused"] and runs["medgan"]["0"]["status"] == "ok"
+    assert not (tmp_path / "seed0" / "checkpoints" / "step_0001875.pt").exists()  # the save point is pruned
     assert len(started) == 1 and "seed1" in started[0][2]  # only the run that lacked a count trained
     chain = started[0][2].removeprefix("set -e; ").split(" && ")
     assert len(chain) == 1 and "--resume" in chain[0] and chain[0].endswith("train.steps=1563")
@@ -245,6 +247,7 @@ def test_a_stopped_study_goes_on_from_its_newest_save_point_and_prunes_them_once
     ckpts = {seed: tmp_path / f"seed{seed}" / "checkpoints" for seed in (0, 1)}
     for folder in ckpts.values():
         folder.mkdir(parents=True)
+        (folder.parent / seen.COUNTS_FILE).write_text("[625, 1563]")
     (ckpts[0] / "step_0000312.pt").write_bytes(b"")  # stopped before its first count, after one save point
     for step in (312, 625, 937, 1249):  # stopped after its first count, with save points on either side of it
         (ckpts[1] / f"step_{step:07d}.pt").write_bytes(b"")
@@ -271,3 +274,26 @@ def test_a_run_left_with_no_checkpoint_at_all_starts_afresh(tmp_path, monkeypatc
     (tmp_path / "seed0" / "samples" / "old.png").write_bytes(b"")
     _, started, _ = _train_instantly(monkeypatch, tmp_path, plan, [0])
     assert "--resume" not in started[0][2] and not (tmp_path / "seed0" / "samples" / "old.png").exists()
+
+
+def test_a_later_study_with_other_counts_keeps_the_count_checkpoints_of_earlier_ones(tmp_path, monkeypatch):
+    earlier = plan_steps([10_000, 25_000, 50_000], batch_size=8)  # batch 8: 1250 steps, a multiple of the 625
+    folder = tmp_path / "seed0" / "checkpoints"  # steps between save points
+    folder.mkdir(parents=True)
+    assert seen.count_steps(str(folder.parent), earlier) == {1250, 3125, 6250}
+    for step in (625, 1250, 1875, 3125, 3750, 6250):  # two of them save points a stopped run left
+        (folder / f"step_{step:07d}.pt").write_bytes(b"")
+    later = plan_steps([50_000], batch_size=8)  # scoring only 50k again
+    runs, started, _ = _train_instantly(monkeypatch, tmp_path, later, [0])
+    assert runs["medgan"]["0"]["reused"] and not started
+    assert sorted(p.name for p in folder.iterdir()) == ["step_0001250.pt", "step_0003125.pt", "step_0006250.pt"]
+
+
+def test_a_run_folder_from_before_save_points_keeps_every_checkpoint_it_has(tmp_path, monkeypatch):
+    folder = tmp_path / "seed0" / "checkpoints"
+    folder.mkdir(parents=True)
+    for step in (625, 1563, 3125):  # 10k, 25k and 50k images at batch 16, with no record of the counts
+        (folder / f"step_{step:07d}.pt").write_bytes(b"")
+    runs, started, _ = _train_instantly(monkeypatch, tmp_path, plan_steps([25_000], batch_size=16), [0])
+    assert runs["medgan"]["0"]["reused"] and not started and len(list(folder.iterdir())) == 3
+    assert sorted(seen.count_steps(str(folder.parent), [])) == [625, 1563, 3125]
