@@ -33,7 +33,7 @@ import torch
 from benchmarks.study.common import REPO, SCRIPT, log, resolve_device
 from benchmarks.study.runs import study_overrides, summarise_run, tail, wait_all
 from benchmarks.study.stock import STOCK, stock_checkpoint_path
-from medgan.tasks.checkpoint import checkpoint_paths, latest_checkpoint
+from medgan.tasks.checkpoint import checkpoint_paths, checkpoint_step, latest_checkpoint
 
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
 SAVE_EVERY_IMAGES = 5000  # a save point between counts: a few minutes of a CPU run, seconds of a GPU one
@@ -134,26 +134,30 @@ COUNTS_FILE = "study_counts.json"  # in a medgan run folder: the steps of every 
 
 
 def count_steps(run_dir: str, plan: list[dict]) -> set[int]:
-    """The steps of the counts this run keeps: this plan's and every earlier study run's (recorded in
-    COUNTS_FILE, which this updates), so a later study with other counts never takes an earlier one's count
-    checkpoint for a save point. A folder from before the file existed keeps every checkpoint it has."""
+    """The steps of the counts this run keeps: this plan's and every earlier study run's (from COUNTS_FILE), so a
+    later study with other counts never takes an earlier one's count checkpoint for a save point. A folder from
+    before the file existed keeps every checkpoint it has."""
     path = os.path.join(run_dir, COUNTS_FILE)
     if os.path.exists(path):
         with open(path) as fh:
             steps = set(json.load(fh))
     else:
-        steps = {int(os.path.basename(p)[5:12]) for p in checkpoint_paths(run_dir)}
-    steps |= {point["steps"] for point in plan}
+        steps = {checkpoint_step(p) for p in checkpoint_paths(run_dir)}
+    return steps | {point["steps"] for point in plan}
+
+
+def record_counts(run_dir: str, counts: set[int]) -> None:
+    """Write COUNTS_FILE before training, so a run stopped part-way knows which of its checkpoints are counts."""
     os.makedirs(run_dir, exist_ok=True)
+    path = os.path.join(run_dir, COUNTS_FILE)
     with open(path + ".tmp", "w") as fh:
-        json.dump(sorted(steps), fh)
+        json.dump(sorted(counts), fh)
     os.replace(path + ".tmp", path)
-    return steps
 
 
 def save_points(run_dir: str, counts: set[int]) -> list[str]:
     """The run's checkpoints at none of its counts' steps: the save points between them."""
-    return [path for path in checkpoint_paths(run_dir) if int(os.path.basename(path)[5:12]) not in counts]
+    return [path for path in checkpoint_paths(run_dir) if checkpoint_step(path) not in counts]
 
 
 def train_all(args: argparse.Namespace, out: str, data: str, plan: list[dict]) -> dict[str, dict[str, dict]]:
@@ -175,13 +179,13 @@ def train_all(args: argparse.Namespace, out: str, data: str, plan: list[dict]) -
     for kind, seed in [*(("medgan", s) for s in args.seeds), *(("stock", s) for s in args.stock_seeds)]:
         name = f"seed{seed}" if kind == "medgan" else f"stock{seed}"
         run_dir, log_path = os.path.join(out, name), os.path.join(out, f"{name}.log")
-        done, started, counts = 0, False, set()
+        done, started = 0, False
+        counts = count_steps(run_dir, plan) if kind == "medgan" else set()
         if os.path.exists(run_dir):
             if getattr(args, "resume", False):
                 found = _checkpoints(kind, run_dir, plan)
                 done = next((i for i, point in enumerate(plan) if not found[str(point["images"])]["path"]), len(plan))
-                counts = count_steps(run_dir, plan) if kind == "medgan" else set()
-                started = bool(save_points(run_dir, counts)) if kind == "medgan" else False
+                started = kind == "medgan" and bool(save_points(run_dir, counts))
             elif not args.overwrite:
                 raise SystemExit(f"{run_dir} exists; pass --overwrite, --resume or choose another --out")
             if done == len(plan):  # every count is there: score it as it is
@@ -192,22 +196,23 @@ def train_all(args: argparse.Namespace, out: str, data: str, plan: list[dict]) -
             if kind == "stock" or (done == 0 and not started):  # the stock peer cannot go on: it starts again
                 done, started = 0, False
                 shutil.rmtree(run_dir)
+                counts = {point["steps"] for point in plan} if kind == "medgan" else set()
         if kind == "medgan":
-            count_steps(run_dir, plan)  # recorded before training, so a stopped run knows its counts
+            record_counts(run_dir, counts)
             command = medgan_command(args, seed, run_dir, plan, sets, done, started)
         else:
             command = stock_command(args, seed, run_dir, data, plan)
-        if done or started:
-            newest = os.path.basename(latest_checkpoint(run_dir) or "")
-            steps = int(newest[5:12])  # step_NNNNNNN.pt; a count's own checkpoint is named by its count
+        if done or started:  # a medgan run with a checkpoint (a count's own is named by its count)
+            newest = latest_checkpoint(run_dir)
+            steps = checkpoint_step(newest)
             seen = next((point["images"] for point in plan if point["steps"] == steps), steps * batch)
-            log(f"{name}: going on from its newest checkpoint, {newest} ({seen} images)")
+            log(f"{name}: going on from its newest checkpoint, {os.path.basename(newest)} ({seen} images)")
             log_path = os.path.join(out, f"{name}_from{seen}.log")
         fh = open(log_path, "w")  # noqa: SIM115 - closed when the process ends
         proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=fh, stderr=subprocess.STDOUT,
                                 start_new_session=True)  # fmt: skip
         procs[(kind, seed)] = {"proc": proc, "log": fh, "began": time.monotonic(), "run_dir": run_dir,
-                               "log_path": log_path, "command": command}  # fmt: skip
+                               "log_path": log_path, "command": command, "counts": counts}  # fmt: skip
     kill_after = args.kill_after if args.kill_after is not None else 6 * 3600.0
     log(f"training {len(procs)} run(s) to {plan[-1]['images']} images ({len(args.seeds)} medgan, "
         f"{len(args.stock_seeds)} stock); kill timer {kill_after:.0f} s")  # fmt: skip
@@ -225,7 +230,7 @@ def train_all(args: argparse.Namespace, out: str, data: str, plan: list[dict]) -
         checkpoints = _checkpoints(kind, p["run_dir"], plan)
         complete = all(c["path"] for c in checkpoints.values())
         if kind == "medgan" and complete:  # every count is there: the save points between them are not needed
-            for path in save_points(p["run_dir"], count_steps(p["run_dir"], plan)):
+            for path in save_points(p["run_dir"], p["counts"]):
                 os.remove(path)
         run = {
             "status": "ok" if code == 0 and complete else ("killed" if (kind, seed) in killed else "failed"),

@@ -32,6 +32,7 @@ __all__ = [
     "check_compatible",
     "check_same_data",
     "checkpoint_paths",
+    "checkpoint_step",
     "latest_checkpoint",
     "load_checkpoint",
     "save_checkpoint",
@@ -42,13 +43,19 @@ _NAME = re.compile(r"^step_(\d+)\.pt$")
 _REQUIRED = ("format_version", "config", "step", "networks")
 
 
+def checkpoint_step(path: str) -> int | None:
+    """The step a checkpoint file's name gives (`step_NNNNNNN.pt`); None for any other name."""
+    match = _NAME.match(os.path.basename(path))
+    return int(match.group(1)) if match else None
+
+
 def checkpoint_paths(run_dir: str) -> list[str]:
     """The run's checkpoints, oldest first (temporary `.partial` files are not checkpoints)."""
     found = []
     for path in glob.glob(os.path.join(run_dir, "checkpoints", "step_*.pt")):
-        match = _NAME.match(os.path.basename(path))
-        if match:
-            found.append((int(match.group(1)), path))
+        step = checkpoint_step(path)
+        if step is not None:
+            found.append((step, path))
     return [path for _, path in sorted(found)]
 
 

@@ -4,6 +4,7 @@ subject, its training command chain and its collapse statistic, checked without 
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import numpy as np
@@ -274,6 +275,7 @@ def test_a_run_left_with_no_checkpoint_at_all_starts_afresh(tmp_path, monkeypatc
     (tmp_path / "seed0" / "samples" / "old.png").write_bytes(b"")
     _, started, _ = _train_instantly(monkeypatch, tmp_path, plan, [0])
     assert "--resume" not in started[0][2] and not (tmp_path / "seed0" / "samples" / "old.png").exists()
+    assert json.loads((tmp_path / "seed0" / seen.COUNTS_FILE).read_text()) == [625]  # written before training
 
 
 def test_a_later_study_with_other_counts_keeps_the_count_checkpoints_of_earlier_ones(tmp_path, monkeypatch):
@@ -281,6 +283,7 @@ def test_a_later_study_with_other_counts_keeps_the_count_checkpoints_of_earlier_
     folder = tmp_path / "seed0" / "checkpoints"  # steps between save points
     folder.mkdir(parents=True)
     assert seen.count_steps(str(folder.parent), earlier) == {1250, 3125, 6250}
+    seen.record_counts(str(folder.parent), {1250, 3125, 6250})  # as the earlier study did before training
     for step in (625, 1250, 1875, 3125, 3750, 6250):  # two of them save points a stopped run left
         (folder / f"step_{step:07d}.pt").write_bytes(b"")
     later = plan_steps([50_000], batch_size=8)  # scoring only 50k again
