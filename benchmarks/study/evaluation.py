@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import time
 import traceback
 from collections.abc import Callable
@@ -35,6 +34,7 @@ from benchmarks.study.scoring import (
     with_verdict,
 )
 from benchmarks.study.stock import STOCK, stock_generate
+from medgan.tasks.checkpoint import checkpoint_step
 
 
 def drawn_slices(g: torch.nn.Module, record: dict, count: int, seed: int, device: torch.device,
@@ -188,8 +188,7 @@ def evaluate(args, out: str, runs: dict[str, dict], cfg, report: dict, deadline:
     def annotate_medgan(run: dict, seed: int) -> Callable[[dict], None]:
         def annotate(result: dict) -> None:
             result["checkpoint"] = run["checkpoint"]
-            step = re.search(r"step_(\d+)\.pt$", run["checkpoint"])
-            result["checkpoint_step"] = int(step.group(1)) if step else None
+            result["checkpoint_step"] = checkpoint_step(run["checkpoint"])
             result["training_status"] = run["status"]
             result["truncation_psi"] = drawn_with.get(seed)
             for tag in real.extractors:
