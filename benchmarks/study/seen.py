@@ -160,6 +160,13 @@ def save_points(run_dir: str, counts: set[int]) -> list[str]:
     return [path for path in checkpoint_paths(run_dir) if checkpoint_step(path) not in counts]
 
 
+def stale_save_points(run_dir: str, counts: set[int]) -> list[str]:
+    """The save points no study goes on from: all but those past the run's newest count checkpoint and short of a
+    count some study asked of it (that study, perhaps still training the run, goes on from the newest of them)."""
+    newest = max((checkpoint_step(p) for p in checkpoint_paths(run_dir) if checkpoint_step(p) in counts), default=0)
+    return [path for path in save_points(run_dir, counts) if not newest < checkpoint_step(path) < max(counts)]
+
+
 def train_all(args: argparse.Namespace, out: str, data: str, plan: list[dict]) -> dict[str, dict[str, dict]]:
     """Every medgan and stock seed, all at once, each to the largest count. Returns {kind: {seed: run}}."""
     sets = [item for item in study_overrides(data, None, args.log_every, 10**7) if not item.startswith("train.steps")]
@@ -190,7 +197,7 @@ def train_all(args: argparse.Namespace, out: str, data: str, plan: list[dict]) -
                 raise SystemExit(f"{run_dir} exists; pass --overwrite, --resume or choose another --out")
             if done == len(plan):  # every count is there: score it as it is
                 reused[(kind, seed)] = run_dir
-                for path in save_points(run_dir, counts) if kind == "medgan" else []:  # stopped before pruning
+                for path in stale_save_points(run_dir, counts) if kind == "medgan" else []:  # stopped before pruning
                     os.remove(path)
                 continue
             if kind == "stock" or (done == 0 and not started):  # the stock peer cannot go on: it starts again
@@ -230,7 +237,7 @@ def train_all(args: argparse.Namespace, out: str, data: str, plan: list[dict]) -
         checkpoints = _checkpoints(kind, p["run_dir"], plan)
         complete = all(c["path"] for c in checkpoints.values())
         if kind == "medgan" and complete:  # every count is there: the save points between them are not needed
-            for path in save_points(p["run_dir"], p["counts"]):
+            for path in stale_save_points(p["run_dir"], p["counts"]):
                 os.remove(path)
         run = {
             "status": "ok" if code == 0 and complete else ("killed" if (kind, seed) in killed else "failed"),

@@ -292,6 +292,20 @@ def test_a_later_study_with_other_counts_keeps_the_count_checkpoints_of_earlier_
     assert sorted(p.name for p in folder.iterdir()) == ["step_0001250.pt", "step_0003125.pt", "step_0006250.pt"]
 
 
+def test_scoring_fewer_counts_while_another_study_trains_the_run_on_keeps_the_save_point_it_would_go_on_from(
+    tmp_path, monkeypatch
+):
+    folder = tmp_path / "seed0" / "checkpoints"
+    folder.mkdir(parents=True)
+    seen.record_counts(str(folder.parent), {1250, 3125, 6250})  # a study to 50k at batch 8, past its 25k count
+    for step in (625, 1250, 1875, 2500, 3125, 3750):
+        (folder / f"step_{step:07d}.pt").write_bytes(b"")
+    runs, started, _ = _train_instantly(monkeypatch, tmp_path, plan_steps([10_000, 25_000], batch_size=8), [0])
+    assert runs["medgan"]["0"]["reused"] and not started
+    names = ["step_0001250.pt", "step_0003125.pt", "step_0003750.pt"]  # 3750: the newest, past every count there
+    assert sorted(p.name for p in folder.iterdir()) == names
+
+
 def test_a_run_folder_from_before_save_points_keeps_every_checkpoint_it_has(tmp_path, monkeypatch):
     folder = tmp_path / "seed0" / "checkpoints"
     folder.mkdir(parents=True)
