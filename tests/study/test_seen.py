@@ -302,7 +302,7 @@ def test_scoring_fewer_counts_while_another_study_trains_the_run_on_keeps_the_sa
         (folder / f"step_{step:07d}.pt").write_bytes(b"")
     runs, started, _ = _train_instantly(monkeypatch, tmp_path, plan_steps([10_000, 25_000], batch_size=8), [0])
     assert runs["medgan"]["0"]["reused"] and not started
-    names = ["step_0001250.pt", "step_0003125.pt", "step_0003750.pt"]  # 3750: the newest, past every count there
+    names = ["step_0001250.pt", "step_0003125.pt", "step_0003750.pt"]  # 3750: past this plan's counts, short of 6250
     assert sorted(p.name for p in folder.iterdir()) == names
 
 
