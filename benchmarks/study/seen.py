@@ -163,8 +163,9 @@ def save_points(run_dir: str, counts: set[int]) -> list[str]:
 def stale_save_points(run_dir: str, counts: set[int]) -> list[str]:
     """The save points no study goes on from: all but those past the run's newest count checkpoint and short of a
     count some study asked of it (that study, perhaps still training the run, goes on from the newest of them)."""
-    newest = max((checkpoint_step(p) for p in checkpoint_paths(run_dir) if checkpoint_step(p) in counts), default=0)
-    return [path for path in save_points(run_dir, counts) if not newest < checkpoint_step(path) < max(counts)]
+    steps = {path: checkpoint_step(path) for path in checkpoint_paths(run_dir)}
+    newest = max((step for step in steps.values() if step in counts), default=0)
+    return [path for path, step in steps.items() if step not in counts and not newest < step < max(counts)]
 
 
 def train_all(args: argparse.Namespace, out: str, data: str, plan: list[dict]) -> dict[str, dict[str, dict]]:
