@@ -115,7 +115,8 @@ def write_curves(path: str, report: dict[str, Any], tag: str, variants: dict[str
     # ticks at the counts asked for (the stock runs overshoot them by less than a batch); the axis ends 5% past
     xs = planned or sorted(set(seen)) or [1.0]
     fd_high = max([y for _, points in panels["fd"] for _, y in points] + [floor["fd"]])
-    legend = [("medgan", base_label), ("stock", "stock MONAI DCGAN")]
+    drawn = {kind for lines in panels.values() for kind, _ in lines}  # no stock entry for a study without stock
+    legend = [(k, label) for k, label in (("medgan", base_label), ("stock", "stock MONAI DCGAN")) if k in drawn]
     legend += [(_variant(i), f"medgan, {label}") for i, label in enumerate(variants)]
     image = Image.new("RGB", (2 * PANEL[0], PANEL[1] + 24 * math.ceil(len(legend) / 2)), "white")
     draw = ImageDraw.Draw(image)

@@ -191,6 +191,9 @@ def test_compare_rows_average_each_count_over_its_seeds_and_the_figure_takes_var
     write_curves(str(out), base, "efficientnet_lite0")
     pixels = np.asarray(Image.open(out).convert("RGB"))
     assert np.all(pixels == (20, 140, 70), axis=-1).sum() == 0
+    write_curves(str(out), variant, "efficientnet_lite0")  # a study without stock runs: no red line, nor legend
+    pixels = np.asarray(Image.open(out).convert("RGB"))
+    assert np.all(pixels == (200, 40, 40), axis=-1).sum() == 0 and np.all(pixels == (31, 94, 180), axis=-1).sum() > 50
 
     with pytest.raises(SystemExit, match="floor"):  # another split or sample size cannot share the axes
         write_curves(str(out), base, "efficientnet_lite0", {"other": _report(90.0, {"medgan": {10_000: [1.0]}})})
