@@ -13,7 +13,8 @@ from a handful of subjects without mode collapse, over several seeds, and how cl
     # to the largest count with a checkpoint at each, score every checkpoint beside the held-out floor
     python benchmarks/small_data_study.py run --data .study_data --out seen_out --device cpu \
         --config configs/synth2d_64.yaml --seeds 0 --stock-seeds 0 --images 10000 25000 50000 \
-        [--holdout colin27] [--figure docs/figures/small_data_images_cpu64.png] [--samples-figure samples.png]
+        [--holdout colin27] [--figure docs/figures/small_data_images_cpu64.png] [--samples-figure samples.png] \
+        [--jobs 1]   # runs trained in turn, each with every core (default: all at once, sharing them)
 
     # the same folder again: --resume scores what is there and trains each medgan seed on to counts it lacks
     # (here 100k); --truncation draws with another psi than the config's
@@ -282,6 +283,10 @@ def main() -> int:
     r.add_argument("--save-samples", action="store_true", help="keep 64 samples per seed as uint8 tensors")
     r.add_argument("--figure", help="a PNG: 8 real slices, then the first 8 samples of every seed, a row each")
     r.add_argument("--overwrite", action="store_true", help="replace seed folders left by an earlier run")
+    r.add_argument("--jobs", type=int, help="with --images: runs trained at once, the cores shared between them "
+                   "(default: every run at once). Fewer finish whole runs sooner, so a study stopped part-way "
+                   "leaves complete seeds; on a 2-core CPU the total time was about the same "
+                   "(docs/benchmarks.md)")  # fmt: skip
     r.add_argument(
         "--resume",
         action="store_true",

@@ -100,11 +100,18 @@ def _command(args: argparse.Namespace, kind: str, seed: int, run_dir: str, sets:
     return command
 
 
-def wait_all(procs: dict[tuple[str, int], dict[str, Any]], kill_after: float) -> set[tuple[str, int]]:
-    """Wait for every process; at `kill_after` seconds SIGTERM the rest (SIGKILL 15 s later). Returns the killed."""
+def wait_all(procs: dict[tuple[str, int], dict[str, Any]], kill_after: float,
+             until_first: bool = False) -> set[tuple[str, int]]:  # fmt: skip
+    """Wait for every process (`until_first`: only until one ends); at `kill_after` seconds SIGTERM the rest
+    (SIGKILL 15 s later). Returns the killed."""
     start = time.monotonic()
     killed: set[tuple[str, int]] = set()
-    while any(p["proc"].poll() is None for p in procs.values()):
+
+    def waiting() -> bool:
+        ended = [p["proc"].poll() is not None for p in procs.values()]
+        return not any(ended) if until_first else not all(ended)
+
+    while waiting():
         if time.monotonic() - start > kill_after:
             for key, p in procs.items():
                 if p["proc"].poll() is None:
@@ -123,6 +130,9 @@ def wait_all(procs: dict[tuple[str, int], dict[str, Any]], kill_after: float) ->
             if p["proc"].poll() is not None and "wall_s" not in p:
                 p["wall_s"] = time.monotonic() - p["began"]
         time.sleep(0.5)
+    for p in procs.values():
+        if p["proc"].poll() is not None and "wall_s" not in p:
+            p["wall_s"] = time.monotonic() - p["began"]
     return killed
 
 

@@ -179,10 +179,11 @@ def train_all(args: argparse.Namespace, out: str, data: str, plan: list[dict]) -
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), *filter(None, [env.get("PYTHONPATH")])])
     env["PYTHONUNBUFFERED"] = "1"
-    jobs = len(args.seeds) + len(args.stock_seeds)
+    total = len(args.seeds) + len(args.stock_seeds)
+    jobs = min(total, getattr(args, "jobs", None) or total)
     if "OMP_NUM_THREADS" not in env:  # share the cores instead of every process taking all of them
         env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // max(1, jobs)))
-    procs: dict[tuple[str, int], dict[str, Any]] = {}
+    pending: list[tuple[tuple[str, int], dict[str, Any]]] = []
     reused: dict[tuple[str, int], str] = {}
     for kind, seed in [*(("medgan", s) for s in args.seeds), *(("stock", s) for s in args.stock_seeds)]:
         name = f"seed{seed}" if kind == "medgan" else f"stock{seed}"
@@ -216,15 +217,13 @@ def train_all(args: argparse.Namespace, out: str, data: str, plan: list[dict]) -
             seen = next((point["images"] for point in plan if point["steps"] == steps), steps * batch)
             log(f"{name}: going on from its newest checkpoint, {os.path.basename(newest)} ({seen} images)")
             log_path = os.path.join(out, f"{name}_from{seen}.log")
-        fh = open(log_path, "w")  # noqa: SIM115 - closed when the process ends
-        proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=fh, stderr=subprocess.STDOUT,
-                                start_new_session=True)  # fmt: skip
-        procs[(kind, seed)] = {"proc": proc, "log": fh, "began": time.monotonic(), "run_dir": run_dir,
-                               "log_path": log_path, "command": command, "counts": counts}  # fmt: skip
+        pending.append(((kind, seed), {"run_dir": run_dir, "log_path": log_path, "command": command,
+                                       "counts": counts}))  # fmt: skip
     kill_after = args.kill_after if args.kill_after is not None else 6 * 3600.0
-    log(f"training {len(procs)} run(s) to {plan[-1]['images']} images ({len(args.seeds)} medgan, "
-        f"{len(args.stock_seeds)} stock); kill timer {kill_after:.0f} s")  # fmt: skip
-    killed = wait_all(procs, kill_after)
+    log(f"training {len(pending)} run(s) to {plan[-1]['images']} images ({len(args.seeds)} medgan, "
+        f"{len(args.stock_seeds)} stock), {min(jobs, len(pending))} at a time with {env['OMP_NUM_THREADS']} "
+        f"thread(s) each; kill timer {kill_after:.0f} s")  # fmt: skip
+    procs, killed = run_queue(pending, jobs, kill_after, env)
     runs: dict[str, dict[str, dict]] = {"medgan": {}, "stock": {}}
     for (kind, seed), run_dir in reused.items():
         runs[kind][str(seed)] = {"status": "ok", "reused": True, "run_dir": run_dir,
@@ -233,8 +232,9 @@ def train_all(args: argparse.Namespace, out: str, data: str, plan: list[dict]) -
             runs[kind][str(seed)]["training"] = summarise_run(run_dir)
         log(f"{kind} seed {seed}: every count already there, scored as it is")
     for (kind, seed), p in procs.items():
-        code = p["proc"].wait()
-        p["log"].close()
+        code = p["proc"].wait() if "proc" in p else None  # None: the kill timer ran out before it started
+        if "log" in p:
+            p["log"].close()
         checkpoints = _checkpoints(kind, p["run_dir"], plan)
         complete = all(c["path"] for c in checkpoints.values())
         if kind == "medgan" and complete:  # every count is there: the save points between them are not needed
@@ -243,7 +243,7 @@ def train_all(args: argparse.Namespace, out: str, data: str, plan: list[dict]) -
         run = {
             "status": "ok" if code == 0 and complete else ("killed" if (kind, seed) in killed else "failed"),
             "returncode": code,
-            "wall_s": round(p.get("wall_s", time.monotonic() - p["began"]), 2),
+            "wall_s": round(p.get("wall_s", time.monotonic() - p["began"]), 2) if "began" in p else 0.0,
             "run_dir": p["run_dir"],
             "log": p["log_path"],
             "command": " ".join(p["command"]),
@@ -256,6 +256,42 @@ def train_all(args: argparse.Namespace, out: str, data: str, plan: list[dict]) -
         runs[kind][str(seed)] = run
         log(f"{kind} seed {seed}: {run['status']} (exit {code}) after {run['wall_s']:.0f} s")
     return runs
+
+
+def run_queue(pending: list[tuple[tuple[str, int], dict[str, Any]]], jobs: int, kill_after: float,
+              env: dict[str, str]) -> tuple[dict[tuple[str, int], dict[str, Any]], set[tuple[str, int]]]:  # fmt: skip
+    """Start the pending runs `jobs` at a time, in order, each as soon as one before it ends, and wait for all.
+    At `kill_after` seconds from the start the running ones are stopped (`wait_all`) and the rest never start.
+    Returns every run (a started one with its process) and the killed ones."""
+    start = time.monotonic()
+    queue = list(pending)
+    procs: dict[tuple[str, int], dict[str, Any]] = {}
+    killed: set[tuple[str, int]] = set()
+    while queue or any(p["proc"].poll() is None for p in procs.values() if "proc" in p):
+        for p in procs.values():
+            if "proc" in p and "wall_s" not in p and p["proc"].poll() is not None:
+                p["wall_s"] = time.monotonic() - p["began"]
+        running = {key: p for key, p in procs.items() if "proc" in p and p["proc"].poll() is None}
+        left = kill_after - (time.monotonic() - start)
+        if left <= 0 or (running and len(running) >= jobs) or not queue:
+            if running:  # wait for one to end (or the timer to run out)
+                killed |= wait_all(running, max(0.0, left), until_first=bool(queue) and left > 0)
+            if time.monotonic() - start >= kill_after:
+                for key, p in queue:
+                    procs[key] = p
+                    killed.add(key)
+                queue = []
+            continue
+        key, p = queue.pop(0)
+        p["log"] = open(p["log_path"], "w")  # noqa: SIM115 - closed when the process ends
+        p["proc"] = subprocess.Popen(p["command"], cwd=REPO, env=env, stdout=p["log"], stderr=subprocess.STDOUT,
+                                     start_new_session=True)  # fmt: skip
+        p["began"] = time.monotonic()
+        procs[key] = p
+    for p in procs.values():
+        if "proc" in p and "wall_s" not in p:
+            p["wall_s"] = time.monotonic() - p["began"]
+    return procs, killed
 
 
 def describe(plan: list[dict], split: dict[str, Any], batch_size: int) -> dict[str, Any]:
@@ -279,6 +315,8 @@ def run_seen(args: argparse.Namespace, report: dict[str, Any], out: str, write) 
 
     if not args.seeds and not args.stock_seeds:
         raise SystemExit("nothing to train: give --seeds, --stock-seeds or both")
+    if getattr(args, "jobs", None) is not None and args.jobs < 1:
+        raise SystemExit(f"--jobs must be at least 1, not {args.jobs}")
     split = split_by_subject(os.path.abspath(args.data), args.holdout, out, keep=getattr(args, "resume", False))
     cfg = study_config(args.config, split["train"]["folder"], list(args.set), seed=(args.seeds or [0])[0])
     check_networks(cfg)  # a typo or an impossible size fails here, not in every run

@@ -120,6 +120,64 @@ def test_resume_scores_a_complete_run_as_it_is_and_trains_an_incomplete_one_on(t
         seen.train_all(args, str(tmp_path), str(tmp_path / "data"), plan)
 
 
+def test_the_queue_trains_at_most_jobs_runs_at_once_in_order_and_drops_the_rest_at_the_timer(tmp_path, monkeypatch):
+    from benchmarks.study import runs
+
+    live: list[str] = []
+    began: list[str] = []
+    peak = [0]
+    made = []
+
+    class Running:  # a run that ends after `polls` polls (never: None)
+        def __init__(self, command, **kwargs):
+            self.name, self.polls, self.pid, self.returncode = command[0], command[1], 1, None
+            began.append(self.name)
+            made.append(self)
+            live.append(self.name)
+            peak[0] = max(peak[0], len(live))
+
+        def poll(self):
+            if self.returncode is None and self.polls is not None:
+                self.polls -= 1
+                if self.polls <= 0:
+                    self.returncode = 0
+                    live.remove(self.name)
+            return self.returncode
+
+        def wait(self):
+            return self.returncode
+
+    monkeypatch.setattr(seen.subprocess, "Popen", Running)
+    monkeypatch.setattr(runs.time, "sleep", lambda s: None)
+    stopped = []
+
+    def killpg(pid, sig):  # SIGTERM ends the run that would never end
+        stopped.append(sig)
+        for run in made:
+            if run.returncode is None:
+                run.returncode = -sig
+
+    monkeypatch.setattr(runs.os, "killpg", killpg)
+
+    def queue(polls):
+        return [((f"r{i}", i), {"run_dir": str(tmp_path), "log_path": str(tmp_path / f"r{i}.log"),
+                                "command": [f"r{i}", n]}) for i, n in enumerate(polls)]  # fmt: skip
+
+    procs, killed = seen.run_queue(queue([3, 9, 2, 4, 1]), 2, 3600.0, {})
+    assert began == ["r0", "r1", "r2", "r3", "r4"] and peak[0] == 2 and not killed and not live
+    assert all(p["proc"].returncode == 0 and p["wall_s"] >= 0 for p in procs.values())
+    began.clear()
+    peak[0] = 0
+    procs, killed = seen.run_queue(queue([5, 5, 5]), 1, 3600.0, {})
+    assert began == ["r0", "r1", "r2"] and peak[0] == 1  # one at a time: each after the one before it ended
+
+    began.clear()
+    live.clear()
+    procs, killed = seen.run_queue(queue([None, 1]), 1, 0.01, {})  # the first never ends: the timer stops it
+    assert began == ["r0"] and killed == {("r0", 0), ("r1", 1)} and stopped and procs[("r0", 0)]["proc"].returncode < 0
+    assert "proc" not in procs[("r1", 1)]  # never started
+
+
 def test_mean_pairwise_correlation_matches_numpy():
     rng = np.random.default_rng(0)
     images = rng.random((6, 8, 8))
