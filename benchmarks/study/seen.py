@@ -179,10 +179,6 @@ def train_all(args: argparse.Namespace, out: str, data: str, plan: list[dict]) -
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), *filter(None, [env.get("PYTHONPATH")])])
     env["PYTHONUNBUFFERED"] = "1"
-    total = len(args.seeds) + len(args.stock_seeds)
-    jobs = min(total, getattr(args, "jobs", None) or total)
-    if "OMP_NUM_THREADS" not in env:  # share the cores instead of every process taking all of them
-        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // max(1, jobs)))
     pending: list[tuple[tuple[str, int], dict[str, Any]]] = []
     reused: dict[tuple[str, int], str] = {}
     for kind, seed in [*(("medgan", s) for s in args.seeds), *(("stock", s) for s in args.stock_seeds)]:
@@ -219,9 +215,12 @@ def train_all(args: argparse.Namespace, out: str, data: str, plan: list[dict]) -
             log_path = os.path.join(out, f"{name}_from{seen}.log")
         pending.append(((kind, seed), {"run_dir": run_dir, "log_path": log_path, "command": command,
                                        "counts": counts}))  # fmt: skip
+    jobs = max(1, min(len(pending), getattr(args, "jobs", None) or len(pending)))  # runs that train, at once
+    if "OMP_NUM_THREADS" not in env:  # share the cores instead of every process taking all of them
+        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // jobs))
     kill_after = args.kill_after if args.kill_after is not None else 6 * 3600.0
     log(f"training {len(pending)} run(s) to {plan[-1]['images']} images ({len(args.seeds)} medgan, "
-        f"{len(args.stock_seeds)} stock), {min(jobs, len(pending))} at a time with {env['OMP_NUM_THREADS']} "
+        f"{len(args.stock_seeds)} stock), {jobs} at a time with {env['OMP_NUM_THREADS']} "
         f"thread(s) each; kill timer {kill_after:.0f} s")  # fmt: skip
     procs, killed = run_queue(pending, jobs, kill_after, env)
     runs: dict[str, dict[str, dict]] = {"medgan": {}, "stock": {}}

@@ -77,7 +77,7 @@ def test_resume_keeps_the_split_an_earlier_run_left_and_refuses_another(tmp_path
     assert kept.read_bytes() == b"a"
 
 
-def _train_instantly(monkeypatch, tmp_path, plan, seeds, on_start=lambda command: None):
+def _train_instantly(monkeypatch, tmp_path, plan, seeds, on_start=lambda command: None, threads=None):
     """`seen.train_all` with --resume where each run ends at once (after `on_start(command)`, which may write the
     checkpoints it would have left). Returns the runs, the commands started and the arguments."""
     started = []
@@ -85,6 +85,8 @@ def _train_instantly(monkeypatch, tmp_path, plan, seeds, on_start=lambda command
     class Finished:  # what Popen gives back
         def __init__(self, command, **kwargs):
             started.append(command)
+            if threads is not None:  # OMP_NUM_THREADS each run was started with, on a 4-core machine
+                threads.append(kwargs["env"]["OMP_NUM_THREADS"])
             on_start(command)
             self.pid, self.returncode = 0, 0
 
@@ -95,6 +97,8 @@ def _train_instantly(monkeypatch, tmp_path, plan, seeds, on_start=lambda command
             return 0
 
     monkeypatch.setattr(seen.subprocess, "Popen", Finished)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(seen.os, "cpu_count", lambda: 4)
     args = argparse.Namespace(config="configs/synth2d_64.yaml", set=[], seeds=seeds, stock_seeds=[], resume=True,
                               overwrite=False, device="cpu", log_every=25, kill_after=None)  # fmt: skip
     return seen.train_all(args, str(tmp_path), str(tmp_path / "data"), plan), started, args
@@ -108,10 +112,13 @@ def test_resume_scores_a_complete_run_as_it_is_and_trains_an_incomplete_one_on(t
         for step in steps:
             (tmp_path / f"seed{seed}" / "checkpoints" / f"step_{step:07d}.pt").write_bytes(b"")
     last = tmp_path / "seed1" / "checkpoints" / "step_0001563.pt"
-    runs, started, args = _train_instantly(monkeypatch, tmp_path, plan, [0, 1], lambda _: last.write_bytes(b""))
+    threads: list[str] = []
+    runs, started, args = _train_instantly(monkeypatch, tmp_path, plan, [0, 1], lambda _: last.write_bytes(b""),
+                                           threads)  # fmt: skip
     assert runs["medgan"]["0"]["reused"] and runs["medgan"]["0"]["status"] == "ok"
     assert not (tmp_path / "seed0" / "checkpoints" / "step_0001875.pt").exists()  # the save point is pruned
     assert len(started) == 1 and "seed1" in started[0][2]  # only the run that lacked a count trained
+    assert threads == ["4"]  # and it had every core: the scored run takes none
     chain = started[0][2].removeprefix("set -e; ").split(" && ")
     assert len(chain) == 1 and "--resume" in chain[0] and chain[0].endswith("train.steps=1563")
     assert runs["medgan"]["1"]["status"] == "ok" and (tmp_path / "seed1_from10000.log").exists()
