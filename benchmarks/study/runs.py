@@ -126,14 +126,17 @@ def wait_all(procs: dict[tuple[str, int], dict[str, Any]], kill_after: float,
                     with contextlib.suppress(ProcessLookupError):
                         os.killpg(p["proc"].pid, signal.SIGKILL)
             break
-        for p in procs.values():
-            if p["proc"].poll() is not None and "wall_s" not in p:
-                p["wall_s"] = time.monotonic() - p["began"]
+        stamp_ended(procs)
         time.sleep(0.5)
-    for p in procs.values():
-        if p["proc"].poll() is not None and "wall_s" not in p:
-            p["wall_s"] = time.monotonic() - p["began"]
+    stamp_ended(procs)
     return killed
+
+
+def stamp_ended(procs: dict[tuple[str, int], dict[str, Any]]) -> None:
+    """Give every started process that has ended and has no `wall_s` yet its wall time since `began`."""
+    for p in procs.values():
+        if "proc" in p and "wall_s" not in p and p["proc"].poll() is not None:
+            p["wall_s"] = time.monotonic() - p["began"]
 
 
 def _outcome(kind: str, p: dict[str, Any], killed: bool) -> dict[str, Any]:

@@ -31,7 +31,7 @@ from typing import Any
 import torch
 
 from benchmarks.study.common import REPO, SCRIPT, log, resolve_device
-from benchmarks.study.runs import study_overrides, summarise_run, tail, wait_all
+from benchmarks.study.runs import stamp_ended, study_overrides, summarise_run, tail, wait_all
 from benchmarks.study.stock import STOCK, stock_checkpoint_path
 from medgan.tasks.checkpoint import checkpoint_paths, checkpoint_step, latest_checkpoint
 
@@ -267,12 +267,10 @@ def run_queue(pending: list[tuple[tuple[str, int], dict[str, Any]]], jobs: int, 
     procs: dict[tuple[str, int], dict[str, Any]] = {}
     killed: set[tuple[str, int]] = set()
     while queue or any(p["proc"].poll() is None for p in procs.values() if "proc" in p):
-        for p in procs.values():
-            if "proc" in p and "wall_s" not in p and p["proc"].poll() is not None:
-                p["wall_s"] = time.monotonic() - p["began"]
+        stamp_ended(procs)
         running = {key: p for key, p in procs.items() if "proc" in p and p["proc"].poll() is None}
         left = kill_after - (time.monotonic() - start)
-        if left <= 0 or (running and len(running) >= jobs) or not queue:
+        if left <= 0 or len(running) >= jobs or not queue:
             if running:  # wait for one to end (or the timer to run out)
                 killed |= wait_all(running, max(0.0, left), until_first=bool(queue) and left > 0)
             if time.monotonic() - start >= kill_after:
@@ -287,9 +285,7 @@ def run_queue(pending: list[tuple[tuple[str, int], dict[str, Any]]], jobs: int, 
                                      start_new_session=True)  # fmt: skip
         p["began"] = time.monotonic()
         procs[key] = p
-    for p in procs.values():
-        if "proc" in p and "wall_s" not in p:
-            p["wall_s"] = time.monotonic() - p["began"]
+    stamp_ended(procs)
     return procs, killed
 
 
